@@ -1,0 +1,9 @@
+//! sea-orm entities, one module per table. Plain data: the rules live in `sluice::service`.
+
+pub mod api_key;
+pub mod chat;
+pub mod generation;
+pub mod message;
+pub mod share;
+pub mod usage_record;
+pub mod workspace;

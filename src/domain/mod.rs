@@ -1,0 +1,136 @@
+//! Plain domain types shared by every layer: roles, statuses, usage, and the provider stream enum.
+
+use serde::{Deserialize, Serialize};
+
+mod text;
+
+pub use text::LineBreaks;
+
+/// Who wrote a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+    System,
+    Tool,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+            Role::Tool => "tool",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Role::User),
+            "assistant" => Some(Role::Assistant),
+            "system" => Some(Role::System),
+            "tool" => Some(Role::Tool),
+            _ => None,
+        }
+    }
+}
+
+/// Where a message stands. Only `streaming` can still change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Complete,
+    Streaming,
+    Incomplete,
+    Failed,
+    Cancelled,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "complete",
+            MessageStatus::Streaming => "streaming",
+            MessageStatus::Incomplete => "incomplete",
+            MessageStatus::Failed => "failed",
+            MessageStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "complete" => MessageStatus::Complete,
+            "streaming" => MessageStatus::Streaming,
+            "failed" => MessageStatus::Failed,
+            "cancelled" => MessageStatus::Cancelled,
+            _ => MessageStatus::Incomplete,
+        }
+    }
+
+    /// The generation status that goes with a final message status.
+    pub fn generation_status(self) -> &'static str {
+        match self {
+            MessageStatus::Complete => "completed",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::Streaming => "processing",
+            MessageStatus::Incomplete | MessageStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Token counts of one answer. `estimated` is true when the provider sent none and sluice
+/// counted for itself (never recorded as zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+    pub estimated: bool,
+}
+
+impl Usage {
+    pub fn new(prompt_tokens: u32, completion_tokens: u32, estimated: bool) -> Self {
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            estimated,
+        }
+    }
+
+    /// A rough count for text whose provider reported none: about four bytes a token.
+    pub fn estimate_tokens(text: &str) -> u32 {
+        let bytes = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        if bytes == 0 {
+            0
+        } else {
+            bytes.div_ceil(4).max(1)
+        }
+    }
+}
+
+/// One message of the context sent upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// An error to show a client as an `error` event: a stable code and a human message that never
+/// carries internal details.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamFailure {
+    pub code: String,
+    pub message: String,
+}
+
+impl StreamFailure {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Line-break normalisation for streamed text.
+//!
+//! An event stream cannot carry a carriage return, so CR and CRLF become LF before the text is
+//! stored or sent. The state survives across chunks: a CRLF split between two upstream chunks is
+//! still one line break.
+
+/// Streaming CR/CRLF → LF converter.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LineBreaks {
+    after_cr: bool,
+}
+
+impl LineBreaks {
+    /// Appends `chunk` to `out` with CR and CRLF turned into LF.
+    pub fn push(&mut self, chunk: &str, out: &mut String) {
+        if !chunk.contains('\r') && !(self.after_cr && chunk.starts_with('\n')) {
+            self.after_cr = false;
+            out.push_str(chunk);
+            return;
+        }
+        for c in chunk.chars() {
+            match c {
+                '\r' => {
+                    out.push('\n');
+                    self.after_cr = true;
+                }
+                '\n' if self.after_cr => self.after_cr = false,
+                other => {
+                    out.push(other);
+                    self.after_cr = false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineBreaks;
+
+    fn run(chunks: &[&str]) -> String {
+        let mut lb = LineBreaks::default();
+        let mut out = String::new();
+        for c in chunks {
+            lb.push(c, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn crlf_split_across_chunks_is_one_line_break() {
+        assert_eq!(run(&["a\r", "\nb"]), "a\nb");
+    }
+
+    #[test]
+    fn lone_cr_becomes_lf() {
+        assert_eq!(run(&["a\rb\r\r\nc"]), "a\nb\n\nc");
+    }
+
+    #[test]
+    fn text_without_cr_is_unchanged() {
+        assert_eq!(run(&["  lead", "\n\n", "😀"]), "  lead\n\n😀");
+    }
+
+    #[test]
+    fn lf_after_cr_in_a_later_chunk_is_swallowed_only_once() {
+        assert_eq!(run(&["x\r", "\n", "\n"]), "x\n\n");
+    }
+}

@@ -1,0 +1,104 @@
+//! The one domain error. It knows nothing of HTTP: each dialect maps it to its own envelope,
+//! and the status codes are decided in one match per dialect.
+
+use sea_orm::DbErr;
+
+use crate::providers::ProviderError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object does not exist, or belongs to another workspace (indistinguishable on purpose).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Malformed input: a bad id, a bad query parameter, a malformed body.
+    #[error("{message}")]
+    BadRequest {
+        field: Option<String>,
+        message: String,
+    },
+    /// Well-formed input that breaks a rule (a role that does not exist, an empty name).
+    #[error("{message}")]
+    Unprocessable {
+        field: Option<String>,
+        message: String,
+    },
+    /// Missing, malformed, unknown or revoked key: one error, one body.
+    #[error("missing or invalid API key")]
+    Unauthenticated,
+    /// A key presented in a way that is refused, with the reason.
+    #[error("{0}")]
+    UnauthenticatedBecause(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// A publishable key used on an endpoint outside its scope.
+    #[error("publishable keys may not use this endpoint")]
+    PublishableNotAllowed,
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    /// The upstream provider failed before anything was streamed.
+    #[error("upstream provider failed: {0}")]
+    Upstream(#[from] ProviderError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn bad_request(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::BadRequest {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Unprocessable {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// A machine-readable code shared by every dialect's envelope.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not_found",
+            Error::BadRequest { .. } => "bad_request",
+            Error::Unprocessable { .. } => "validation_error",
+            Error::Unauthenticated | Error::UnauthenticatedBecause(_) => "unauthorized",
+            Error::Forbidden(_) | Error::PublishableNotAllowed => "forbidden",
+            Error::Conflict { code, .. } => code,
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::Upstream(_) => "upstream_error",
+            Error::ShuttingDown => "shutting_down",
+            Error::Database(_) | Error::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The message a client may see. Internal causes stay in the log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Database(_) | Error::Internal(_) => "internal server error".to_owned(),
+            Error::Upstream(e) => e.public_message(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::BadRequest { field, .. } | Error::Unprocessable { field, .. } => {
+                field.as_deref()
+            }
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

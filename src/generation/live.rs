@@ -1,0 +1,323 @@
+//! The in-memory log of one generation and the subscriptions that read it.
+//!
+//! The log is the answer text itself plus a few marks (sources, errors, the end). A reader is
+//! an offset into it: it wakes on a version bump, sends everything past its offset as one delta,
+//! and so never sees a byte twice or misses one, however slow it is. Appending a token costs a
+//! `push_str` and a wake-up; nothing is allocated per reader until a reader takes its delta.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use entity::message;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{LineBreaks, MessageStatus, StreamFailure, Usage};
+
+/// How an answer ended, with the saved assistant row.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub message: message::Model,
+    pub status: MessageStatus,
+    pub finish_reason: Option<String>,
+    pub usage: Usage,
+}
+
+/// What a reader receives, in order: sources, deltas and errors at their offsets, then done.
+#[derive(Clone, Debug)]
+pub enum GenEvent {
+    Sources(Arc<Value>),
+    /// Text, and the byte offset of the answer after it.
+    Delta {
+        text: String,
+        end: usize,
+    },
+    Error {
+        failure: StreamFailure,
+        offset: usize,
+    },
+    Done(Arc<Finished>),
+}
+
+/// Why a running generation is being cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// A client asked to stop: the partial answer is saved as `cancelled`.
+    Stop,
+    /// The server is shutting down: the partial answer is saved as `incomplete`.
+    Shutdown,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    text: String,
+    sources: Option<Arc<Value>>,
+    failures: Vec<(usize, StreamFailure)>,
+    finished: Option<Arc<Finished>>,
+    checkpointed: usize,
+    cancel_reason: Option<CancelReason>,
+}
+
+/// One generation's shared state: written by its task, read by any number of subscriptions.
+#[derive(Debug)]
+pub struct Live {
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub question_id: Uuid,
+    state: Mutex<State>,
+    version: watch::Sender<u64>,
+    cancel: CancellationToken,
+}
+
+impl Live {
+    pub(crate) fn new(message_id: Uuid, chat_id: Uuid, question_id: Uuid) -> Self {
+        Self {
+            message_id,
+            chat_id,
+            question_id,
+            state: Mutex::new(State::default()),
+            version: watch::Sender::new(0),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// A finished log rebuilt from the database, so that replay and live reading share one path.
+    pub(crate) fn saved(row: message::Model, error: Option<StreamFailure>) -> Self {
+        let live = Self::new(row.id, row.chat_id, row.reply_to.unwrap_or_default());
+        let status = MessageStatus::parse(&row.status);
+        let usage = Usage::new(
+            row.prompt_tokens
+                .map_or(0, |v| u32::try_from(v).unwrap_or(0)),
+            row.completion_tokens
+                .map_or(0, |v| u32::try_from(v).unwrap_or(0)),
+            row.usage_estimated,
+        );
+        {
+            let mut st = live.lock();
+            st.text = row.content.clone();
+            st.sources = row.sources.clone().map(Arc::new);
+            if let Some(failure) = error.filter(|_| status != MessageStatus::Complete) {
+                let at = st.text.len();
+                st.failures.push((at, failure));
+            }
+            st.finished = Some(Arc::new(Finished {
+                finish_reason: row.finish_reason.clone(),
+                message: row,
+                status,
+                usage,
+            }));
+        }
+        live
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked: every update is a single step.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Appends upstream text, normalising line breaks. Returns the new length.
+    pub(crate) fn append(&self, breaks: &mut LineBreaks, chunk: &str) -> usize {
+        let len = {
+            let mut st = self.lock();
+            breaks.push(chunk, &mut st.text);
+            st.text.len()
+        };
+        self.bump();
+        len
+    }
+
+    pub fn set_sources(&self, sources: Value) {
+        self.lock().sources = Some(Arc::new(sources));
+        self.bump();
+    }
+
+    pub(crate) fn fail(&self, failure: StreamFailure) {
+        {
+            let mut st = self.lock();
+            let at = st.text.len();
+            st.failures.push((at, failure));
+        }
+        self.bump();
+    }
+
+    pub(crate) fn finish(&self, finished: Finished) {
+        self.lock().finished = Some(Arc::new(finished));
+        self.bump();
+    }
+
+    /// The text so far and the last failure, for the task's final write.
+    pub(crate) fn snapshot(&self) -> (String, Option<StreamFailure>, Option<Arc<Value>>) {
+        let st = self.lock();
+        (
+            st.text.clone(),
+            st.failures.last().map(|(_, f)| f.clone()),
+            st.sources.clone(),
+        )
+    }
+
+    pub fn text_len(&self) -> usize {
+        self.lock().text.len()
+    }
+
+    pub fn finished(&self) -> Option<Arc<Finished>> {
+        self.lock().finished.clone()
+    }
+
+    /// Asks the task to stop. The first reason wins.
+    pub(crate) fn cancel(&self, reason: CancelReason) {
+        {
+            let mut st = self.lock();
+            st.cancel_reason.get_or_insert(reason);
+        }
+        self.cancel.cancel();
+    }
+
+    pub(crate) fn cancel_reason(&self) -> Option<CancelReason> {
+        self.lock().cancel_reason
+    }
+
+    pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// The text to checkpoint, if it grew since the last one.
+    pub(crate) fn checkpoint_due(&self) -> Option<(usize, String)> {
+        let st = self.lock();
+        (st.finished.is_none() && st.text.len() > st.checkpointed)
+            .then(|| (st.text.len(), st.text.clone()))
+    }
+
+    pub(crate) fn mark_checkpointed(&self, len: usize) {
+        let mut st = self.lock();
+        st.checkpointed = st.checkpointed.max(len);
+    }
+
+    /// Resolves once the generation has finished and its answer is saved.
+    pub async fn wait_finished(&self) -> Arc<Finished> {
+        let mut rx = self.version.subscribe();
+        loop {
+            if let Some(done) = self.finished() {
+                return done;
+            }
+            // The sender lives as long as `self`, so this cannot fail while we borrow it.
+            if rx.changed().await.is_err() {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Where a reader starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    /// Resume after this byte offset (the client had every event up to it).
+    Offset(usize),
+}
+
+/// Why a resume point was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeError {
+    BeyondText { len: usize },
+    InsideCharacter,
+}
+
+/// One reader of one generation.
+#[derive(Debug)]
+pub struct Subscription {
+    live: Arc<Live>,
+    rx: watch::Receiver<u64>,
+    offset: usize,
+    sources_sent: bool,
+    failures_sent: usize,
+    ended: bool,
+}
+
+impl Subscription {
+    pub fn new(live: Arc<Live>, start: StartAt) -> Result<Self, ResumeError> {
+        let rx = live.version.subscribe();
+        let (offset, sources_sent, failures_sent) = match start {
+            StartAt::Beginning => (0, false, 0),
+            StartAt::Offset(offset) => {
+                let st = live.lock();
+                if offset > st.text.len() {
+                    return Err(ResumeError::BeyondText { len: st.text.len() });
+                }
+                if !st.text.is_char_boundary(offset) {
+                    return Err(ResumeError::InsideCharacter);
+                }
+                let failures = st.failures.iter().filter(|(at, _)| *at <= offset).count();
+                (offset, true, failures)
+            }
+        };
+        Ok(Self {
+            live,
+            rx,
+            offset,
+            sources_sent,
+            failures_sent,
+            ended: false,
+        })
+    }
+
+    pub fn message_id(&self) -> Uuid {
+        self.live.message_id
+    }
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// The next event, waiting for the generation if needed; `None` after `Done`.
+    pub async fn next(&mut self) -> Option<GenEvent> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            // Mark the current version seen before reading, so a write after the read wakes us.
+            self.rx.borrow_and_update();
+            if let Some(event) = self.poll() {
+                return Some(event);
+            }
+            if self.rx.changed().await.is_err() {
+                // Unreachable while we hold the Arc<Live> that owns the sender; end cleanly.
+                return None;
+            }
+        }
+    }
+
+    fn poll(&mut self) -> Option<GenEvent> {
+        let st = self.live.lock();
+        if !self.sources_sent && self.offset == 0 {
+            if let Some(sources) = &st.sources {
+                self.sources_sent = true;
+                return Some(GenEvent::Sources(sources.clone()));
+            }
+        }
+        let next_failure = st.failures.get(self.failures_sent);
+        let limit = next_failure.map_or(st.text.len(), |(at, _)| *at);
+        if limit > self.offset {
+            let text = st.text[self.offset..limit].to_owned();
+            self.offset = limit;
+            self.sources_sent = true;
+            return Some(GenEvent::Delta { text, end: limit });
+        }
+        if let Some((at, failure)) = next_failure {
+            self.failures_sent += 1;
+            return Some(GenEvent::Error {
+                failure: failure.clone(),
+                offset: *at,
+            });
+        }
+        if let Some(done) = &st.finished {
+            self.ended = true;
+            return Some(GenEvent::Done(done.clone()));
+        }
+        None
+    }
+}

@@ -1,0 +1,270 @@
+//! Server-owned generations.
+//!
+//! A generation is a spawned task that owns the upstream stream, the in-memory log and the
+//! database writes. HTTP responses only subscribe to it: a client that goes away changes
+//! nothing, a second reader attaches to the same log, and a finished answer is replayed from
+//! the database through the same subscription code.
+
+mod live;
+mod task;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use entity::{chat, message};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+pub use live::{CancelReason, Finished, GenEvent, Live, ResumeError, StartAt, Subscription};
+
+use crate::domain::{PromptMessage, Role, StreamFailure, Usage};
+use crate::error::{Error, Result};
+use crate::providers::{ChatRequest, Providers};
+use crate::store::{NewGeneration, Store, is_unique_violation};
+
+/// Limits the hub applies to every generation.
+#[derive(Clone, Copy, Debug)]
+pub struct HubConfig {
+    pub checkpoint_interval: Duration,
+    pub max_context_messages: usize,
+}
+
+/// The registry of running generations of this process.
+pub struct Hub {
+    store: Store,
+    providers: Arc<Providers>,
+    config: HubConfig,
+    running: Mutex<HashMap<Uuid, Arc<Live>>>,
+    start_lock: tokio::sync::Mutex<()>,
+    tasks: TaskTracker,
+    closing: CancellationToken,
+}
+
+impl Hub {
+    pub fn new(store: Store, providers: Arc<Providers>, config: HubConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            providers,
+            config,
+            running: Mutex::new(HashMap::new()),
+            start_lock: tokio::sync::Mutex::new(()),
+            tasks: TaskTracker::new(),
+            closing: CancellationToken::new(),
+        })
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Live>>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Cancelled when the server starts shutting down: streams end, no generation starts.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running().len()
+    }
+
+    /// The log answering `question`: the running one, the saved one, or a new generation.
+    pub async fn answer(
+        self: &Arc<Self>,
+        workspace_id: Uuid,
+        chat: &chat::Model,
+        question: &message::Model,
+    ) -> Result<Arc<Live>> {
+        if let Some(live) = self.running().get(&question.id) {
+            return Ok(live.clone());
+        }
+        if let Some(saved) = self.saved_answer(question.id).await? {
+            return Ok(saved);
+        }
+        // Starting is serialised so that two readers arriving together cause one upstream call.
+        let _guard = self.start_lock.lock().await;
+        if let Some(live) = self.running().get(&question.id) {
+            return Ok(live.clone());
+        }
+        if let Some(saved) = self.saved_answer(question.id).await? {
+            return Ok(saved);
+        }
+        if self.closing.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        self.start(workspace_id, chat, question).await
+    }
+
+    async fn saved_answer(&self, question_id: Uuid) -> Result<Option<Arc<Live>>> {
+        let Some(answer) = self.store.answer_to(question_id).await? else {
+            return Ok(None);
+        };
+        let failure = match self.store.generation_for_message(answer.id).await? {
+            Some(g) => g
+                .error_code
+                .map(|code| StreamFailure::new(code, g.error_message.unwrap_or_default())),
+            None => None,
+        };
+        Ok(Some(Arc::new(Live::saved(answer, failure))))
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        workspace_id: Uuid,
+        chat: &chat::Model,
+        question: &message::Model,
+    ) -> Result<Arc<Live>> {
+        let resolved = self
+            .providers
+            .resolve(chat.provider.as_deref(), chat.model.as_deref())
+            .ok_or_else(|| {
+                Error::unprocessable("model", "the chat's provider or model is not configured")
+            })?;
+        let history = self.store.history(chat.id, question.seq).await?;
+        let mut messages: Vec<PromptMessage> = history
+            .into_iter()
+            .filter(|m| !m.content.is_empty())
+            .filter_map(|m| {
+                Role::parse(&m.role).map(|role| PromptMessage {
+                    role,
+                    content: m.content,
+                })
+            })
+            .collect();
+        let excess = messages
+            .len()
+            .saturating_sub(self.config.max_context_messages);
+        messages.drain(..excess);
+        if let Some(system) = chat.system_prompt.as_ref().filter(|s| !s.is_empty()) {
+            messages.insert(
+                0,
+                PromptMessage {
+                    role: Role::System,
+                    content: system.clone(),
+                },
+            );
+        }
+        let new = NewGeneration {
+            workspace_id,
+            chat_id: chat.id,
+            reply_to: question.id,
+            provider: resolved.provider.name().to_owned(),
+            model: resolved.model.clone(),
+        };
+        let (row, generation) = match self.store.start_generation(&new).await {
+            Ok(rows) => rows,
+            // Another replica started it between our check and our insert: read theirs.
+            Err(e) if is_unique_violation(&e) => {
+                return self
+                    .saved_answer(question.id)
+                    .await?
+                    .ok_or(Error::Internal("answer vanished after a conflict".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let live = Arc::new(Live::new(row.id, chat.id, question.id));
+        self.running().insert(question.id, live.clone());
+        let prompt_estimate = messages
+            .iter()
+            .map(|m| Usage::estimate_tokens(&m.content))
+            .sum();
+        let request = ChatRequest {
+            model: resolved.model.clone(),
+            messages,
+            temperature: chat.temperature,
+            top_p: chat.top_p,
+            max_tokens: chat.max_tokens.and_then(|t| u32::try_from(t).ok()),
+        };
+        let job = task::Job {
+            hub: self.clone(),
+            live: live.clone(),
+            row,
+            generation_id: generation.id,
+            workspace_id,
+            resolved,
+            request,
+            prompt_estimate,
+        };
+        self.tasks.spawn(task::run(job));
+        Ok(live)
+    }
+
+    /// Removes a finished generation from the registry.
+    fn forget(&self, question_id: Uuid) {
+        self.running().remove(&question_id);
+    }
+
+    /// Cancels the running generation of a chat, if any, and returns it.
+    pub fn stop_chat(&self, chat_id: Uuid) -> Option<Arc<Live>> {
+        let live = self
+            .running()
+            .values()
+            .find(|l| l.chat_id == chat_id)
+            .cloned()?;
+        live.cancel(CancelReason::Stop);
+        Some(live)
+    }
+
+    /// Writes the running text of every generation that grew, in one transaction.
+    pub async fn checkpoint_all(&self) {
+        let due: Vec<(Arc<Live>, usize, String)> = self
+            .running()
+            .values()
+            .filter_map(|l| l.checkpoint_due().map(|(len, text)| (l.clone(), len, text)))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let batch: Vec<(Uuid, String)> = due
+            .iter()
+            .map(|(l, _, text)| (l.message_id, text.clone()))
+            .collect();
+        match self.store.checkpoint(&batch).await {
+            Ok(()) => {
+                for (live, len, _) in &due {
+                    live.mark_checkpointed(*len);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, count = batch.len(), "checkpoint failed; will retry")
+            }
+        }
+    }
+
+    /// Checkpoints on an interval until the hub has drained.
+    pub fn spawn_checkpointer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(hub.config.checkpoint_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                hub.checkpoint_all().await;
+                if hub.closing.is_cancelled() && hub.tasks.is_closed() && hub.tasks.is_empty() {
+                    break;
+                }
+            }
+        })
+    }
+
+    /// Stops new generations, lets running ones finish within `grace`, then saves the rest as
+    /// `incomplete`. Returns once every generation is saved.
+    pub async fn drain(&self, grace: Duration) {
+        self.closing.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            let left: Vec<Arc<Live>> = self.running().values().cloned().collect();
+            tracing::warn!(
+                count = left.len(),
+                "shutdown grace elapsed; saving running answers as incomplete"
+            );
+            for live in left {
+                live.cancel(CancelReason::Shutdown);
+            }
+            self.tasks.wait().await;
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The body of one generation task: call upstream, append to the log, save the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use entity::message;
+use futures::StreamExt;
+use tokio::time::{Instant, timeout_at};
+use uuid::Uuid;
+
+use super::{CancelReason, Finished, Hub, Live};
+use crate::domain::{LineBreaks, MessageStatus, StreamFailure, Usage};
+use crate::providers::{ChatRequest, ProviderError, Resolved, StreamEvent};
+use crate::store::FinishRecord;
+
+pub(super) struct Job {
+    pub hub: Arc<Hub>,
+    pub live: Arc<Live>,
+    pub row: message::Model,
+    pub generation_id: Uuid,
+    pub workspace_id: Uuid,
+    pub resolved: Resolved,
+    pub request: ChatRequest,
+    pub prompt_estimate: u32,
+}
+
+/// How the upstream part ended.
+enum Outcome {
+    Finished(String),
+    Failed(ProviderError),
+    Cancelled(CancelReason),
+}
+
+pub(super) async fn run(job: Job) {
+    let started = Instant::now();
+    let (outcome, usage) = relay(&job).await;
+    let (text, _, sources) = job.live.snapshot();
+
+    let (status, finish_reason, failure) = match outcome {
+        Outcome::Finished(reason) => (MessageStatus::Complete, Some(reason), None),
+        Outcome::Failed(error) => {
+            tracing::warn!(message_id = %job.live.message_id, error = %error, "generation failed");
+            let failure = StreamFailure::new(error.code(), error.public_message());
+            job.live.fail(failure.clone());
+            let status = if text.is_empty() {
+                MessageStatus::Failed
+            } else {
+                MessageStatus::Incomplete
+            };
+            (status, None, Some(failure))
+        }
+        Outcome::Cancelled(CancelReason::Stop) => (MessageStatus::Cancelled, None, None),
+        Outcome::Cancelled(CancelReason::Shutdown) => (
+            MessageStatus::Incomplete,
+            None,
+            Some(StreamFailure::new(
+                "server_shutdown",
+                "the server shut down before the answer was finished",
+            )),
+        ),
+    };
+    let usage = usage
+        .unwrap_or_else(|| Usage::new(job.prompt_estimate, Usage::estimate_tokens(&text), true));
+    let cost_micros = job.resolved.price.map_or(0, |p| {
+        let micros = f64::from(usage.prompt_tokens) * p.input
+            + f64::from(usage.completion_tokens) * p.output;
+        // Saturating float-to-int conversion: prices are small, tokens bounded.
+        micros.round() as i64
+    });
+    let record = FinishRecord {
+        workspace_id: job.workspace_id,
+        chat_id: job.row.chat_id,
+        message_id: job.row.id,
+        generation_id: job.generation_id,
+        content: text,
+        status,
+        finish_reason: finish_reason.clone(),
+        provider: job.resolved.provider.name().to_owned(),
+        model: job.resolved.model.clone(),
+        usage,
+        cost_micros,
+        error: failure,
+    };
+    let saved = save(&job, &record, sources).await;
+    tracing::info!(
+        message_id = %job.live.message_id,
+        status = status.as_str(),
+        bytes = record.content.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "generation finished"
+    );
+    job.live.finish(Finished {
+        message: saved,
+        status,
+        finish_reason,
+        usage,
+    });
+    job.hub.forget(job.live.question_id);
+}
+
+/// Runs the upstream stream into the log. Returns how it ended and the provider's usage.
+async fn relay(job: &Job) -> (Outcome, Option<Usage>) {
+    let live = &job.live;
+    let timeouts = job.resolved.timeouts;
+    let first_token_deadline = Instant::now() + timeouts.first_token;
+    let mut usage = None;
+
+    let connect = job.resolved.provider.stream(job.request.clone());
+    let mut stream = tokio::select! {
+        biased;
+        () = live.cancelled() => return (cancelled(live), None),
+        r = timeout_at(first_token_deadline, connect) => match r {
+            Err(_) => return (Outcome::Failed(ProviderError::Timeout(timeouts.first_token, "time to first token")), None),
+            Ok(Err(e)) => return (Outcome::Failed(e), None),
+            Ok(Ok(stream)) => stream,
+        },
+    };
+
+    let mut breaks = LineBreaks::default();
+    let mut got_text = false;
+    let mut finish: Option<String> = None;
+    loop {
+        let (limit, what) = if finish.is_some() {
+            // Only usage may still follow: wait a moment for it, not the idle limit.
+            (
+                timeouts.idle.min(Duration::from_secs(2)),
+                "usage after the end",
+            )
+        } else if got_text {
+            (timeouts.idle, "idle between chunks")
+        } else {
+            (timeouts.first_token, "time to first token")
+        };
+        let deadline = if got_text || finish.is_some() {
+            Instant::now() + limit
+        } else {
+            first_token_deadline
+        };
+        let item = tokio::select! {
+            biased;
+            () = live.cancelled() => return (cancelled(live), usage),
+            r = timeout_at(deadline, stream.next()) => r,
+        };
+        match item {
+            Err(_) => {
+                // A provider that said it finished but never closed the stream is done.
+                return match finish {
+                    Some(reason) => (Outcome::Finished(reason), usage),
+                    None => (Outcome::Failed(ProviderError::Timeout(limit, what)), usage),
+                };
+            }
+            Ok(None) => {
+                return match finish {
+                    Some(reason) => (Outcome::Finished(reason), usage),
+                    None => (Outcome::Failed(ProviderError::Truncated), usage),
+                };
+            }
+            Ok(Some(Err(e))) => return (Outcome::Failed(e), usage),
+            Ok(Some(Ok(StreamEvent::Delta(text)))) => {
+                live.append(&mut breaks, &text);
+                got_text = true;
+            }
+            Ok(Some(Ok(StreamEvent::Usage(u)))) => usage = Some(u),
+            Ok(Some(Ok(StreamEvent::Done { finish_reason }))) => {
+                finish = Some(finish_reason);
+            }
+        }
+    }
+}
+
+fn cancelled(live: &Live) -> Outcome {
+    Outcome::Cancelled(live.cancel_reason().unwrap_or(CancelReason::Stop))
+}
+
+/// Saves the outcome, retrying a failing database for a while: an answer is never dropped
+/// because of a transient error. Falls back to the in-memory row so readers still get `done`.
+async fn save(
+    job: &Job,
+    record: &FinishRecord,
+    sources: Option<Arc<serde_json::Value>>,
+) -> message::Model {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=8 {
+        match job.hub.store.finish_generation(record).await {
+            Ok(row) => return row,
+            Err(e) => {
+                tracing::error!(message_id = %record.message_id, attempt, error = %e, "saving the answer failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let tokens = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    message::Model {
+        content: record.content.clone(),
+        status: record.status.as_str().to_owned(),
+        finish_reason: record.finish_reason.clone(),
+        prompt_tokens: Some(tokens(record.usage.prompt_tokens)),
+        completion_tokens: Some(tokens(record.usage.completion_tokens)),
+        usage_estimated: record.usage.estimated,
+        cost_micros: Some(record.cost_micros),
+        sources: sources.map(|s| (*s).clone()),
+        updated_at: crate::store::now(),
+        ..job.row.clone()
+    }
+}

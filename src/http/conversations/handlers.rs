@@ -1,0 +1,141 @@
+//! Chat and conversation CRUD. Each handler converts, calls one service method, converts back.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+
+use super::dto::{ChatDto, ConversationDto, CreateChat, CreateConversation, UpdateChat};
+use super::error::ConvError;
+use crate::domain::Role;
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::extract::{Auth, JsonBody, parse_id, query_pairs};
+use crate::service::{KeyKind, Principal};
+
+pub type Caller = Auth<ConvError>;
+pub type Body<T> = JsonBody<T, ConvError>;
+
+const DEFAULT_LIMIT: u64 = 50;
+const MAX_LIMIT: u64 = 200;
+
+/// Refuses publishable keys on endpoints outside their scope.
+pub fn require_secret(who: &Principal) -> Result<(), ConvError> {
+    if who.kind == KeyKind::Publishable {
+        return Err(ConvError(Error::PublishableNotAllowed));
+    }
+    Ok(())
+}
+
+fn number(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, Error> {
+    match pairs.iter().rev().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => v.parse::<u64>().map(Some).map_err(|_| {
+            Error::bad_request(name, format!("{name} must be a non-negative integer"))
+        }),
+    }
+}
+
+pub async fn list_chats(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<ChatDto>>, ConvError> {
+    require_secret(&who)?;
+    let pairs = query_pairs(query.as_deref())?;
+    let limit = number(&pairs, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(
+            Error::bad_request("limit", format!("limit must be from 1 to {MAX_LIMIT}")).into(),
+        );
+    }
+    let offset = number(&pairs, "offset")?.unwrap_or(0);
+    let chats = state.services.list_chats(&who, limit, offset).await?;
+    Ok(Json(chats.into_iter().map(ChatDto::from).collect()))
+}
+
+pub async fn get_chat(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ChatDto>, ConvError> {
+    let chat = state.services.chat(&who, parse_id("id", &id)?).await?;
+    Ok(Json(chat.into()))
+}
+
+pub async fn create_chat(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    JsonBody(body, _): Body<CreateChat>,
+) -> Result<(StatusCode, Json<ChatDto>), ConvError> {
+    let chat = state.services.create_chat(&who, &body.name).await?;
+    Ok((StatusCode::CREATED, Json(chat.into())))
+}
+
+pub async fn update_chat(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    Path(id): Path<String>,
+    JsonBody(body, _): Body<UpdateChat>,
+) -> Result<Json<ChatDto>, ConvError> {
+    require_secret(&who)?;
+    let id = parse_id("id", &id)?;
+    let chat = state
+        .services
+        .rename_chat(&who, id, &body.name, body.updated_at)
+        .await?;
+    Ok(Json(chat.into()))
+}
+
+pub async fn delete_chat(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ChatDto>, ConvError> {
+    require_secret(&who)?;
+    let chat = state
+        .services
+        .delete_chat(&who, parse_id("id", &id)?)
+        .await?;
+    Ok(Json(chat.into()))
+}
+
+pub async fn create_conversation(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    JsonBody(body, _): Body<CreateConversation>,
+) -> Result<(StatusCode, Json<ConversationDto>), ConvError> {
+    let role = match body.role.as_str() {
+        "Human" => Role::User,
+        "Assistant" => Role::Assistant,
+        other => {
+            return Err(Error::unprocessable(
+                "role",
+                format!("role must be `Human` or `Assistant`, not `{other}`"),
+            )
+            .into());
+        }
+    };
+    let message = state
+        .services
+        .add_message(&who, body.chat_id, role, body.message)
+        .await?;
+    Ok((StatusCode::CREATED, Json(ConversationDto::from(&message))))
+}
+
+pub async fn list_conversations(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<ConversationDto>>, ConvError> {
+    let pairs = query_pairs(query.as_deref())?;
+    let chat_id = pairs
+        .iter()
+        .find(|(k, _)| k == "chat_id")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| Error::bad_request("chat_id", "the chat_id query parameter is required"))?;
+    let messages = state
+        .services
+        .list_messages(&who, parse_id("chat_id", chat_id)?)
+        .await?;
+    Ok(Json(messages.iter().map(ConversationDto::from).collect()))
+}

@@ -1,0 +1,252 @@
+//! Extractors shared by every dialect: the caller, JSON bodies, ids and query strings.
+//! Each is generic over the dialect's error type, so rejections use that dialect's envelope.
+
+use std::marker::PhantomData;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::AppState;
+use crate::config::AuthMode;
+use crate::error::Error;
+use crate::service::{KeyKind, Principal};
+
+/// The authenticated caller. `E` is the dialect's error type.
+pub struct Auth<E>(pub Principal, pub PhantomData<E>);
+
+impl<E> FromRequestParts<AppState> for Auth<E>
+where
+    E: From<Error> + IntoResponse,
+{
+    type Rejection = E;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, E> {
+        authenticate(parts, state)
+            .await
+            .map(|p| Auth(p, PhantomData))
+            .map_err(E::from)
+    }
+}
+
+fn header_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// The `key` query parameter, for browsers' `EventSource`, which cannot set headers.
+fn query_key(parts: &Parts) -> Option<String> {
+    let query = parts.uri.query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find_map(|(k, v)| (k == "key").then_some(v))
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
+    let mut principal = if state.auth == AuthMode::Off {
+        Principal::admin(state.services.default_workspace)
+    } else {
+        let from_query = query_key(parts);
+        let principal = match (header_key(&parts.headers), from_query.as_deref()) {
+            (Some(key), _) => state.services.authenticate(key).await?,
+            (None, Some(key)) if key.starts_with("sk_") => {
+                return Err(Error::UnauthenticatedBecause(
+                    "secret keys are refused in URLs, where logs and browser history keep them; \
+                     send it in the Authorization header, or use a publishable key in ?key="
+                        .into(),
+                ));
+            }
+            (None, Some(key)) => {
+                let p = state.services.authenticate(key).await?;
+                if p.kind != KeyKind::Publishable {
+                    return Err(Error::Unauthenticated);
+                }
+                p
+            }
+            (None, None) => return Err(Error::Unauthenticated),
+        };
+        if let Some(origins) = &principal.allowed_origins {
+            let origin = parts
+                .headers
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok());
+            if !origin.is_some_and(|o| origins.iter().any(|allowed| allowed == o)) {
+                return Err(Error::Forbidden(
+                    "this publishable key is bound to other origins: the request's Origin header \
+                     does not match"
+                        .into(),
+                ));
+            }
+        }
+        principal
+    };
+    if let Some(user) = parts.headers.get("x-user-id") {
+        let user = user
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|u| !u.is_empty() && u.len() <= 255 && !u.chars().any(char::is_control))
+            .ok_or_else(|| {
+                Error::bad_request(
+                    "X-User-Id",
+                    "X-User-Id must be 1 to 255 printable characters",
+                )
+            })?;
+        if principal.kind != KeyKind::Secret {
+            return Err(Error::Forbidden(
+                "X-User-Id is accepted only with a secret key".into(),
+            ));
+        }
+        principal.end_user = Some(user.to_owned());
+    }
+    Ok(principal)
+}
+
+/// A JSON body whose rejections name the field at fault, in the dialect's envelope.
+pub struct JsonBody<T, E>(pub T, pub PhantomData<E>);
+
+impl<T, E> FromRequest<AppState> for JsonBody<T, E>
+where
+    T: DeserializeOwned,
+    E: From<Error> + IntoResponse,
+{
+    type Rejection = E;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, E> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_type::Essence>().ok())
+            .is_some_and(|m| m.is_json());
+        if !is_json {
+            return Err(E::from(Error::UnsupportedMediaType(
+                "send the body as JSON with Content-Type: application/json".into(),
+            )));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                E::from(Error::PayloadTooLarge {
+                    limit: state.services.limits.max_body_bytes,
+                })
+            } else {
+                E::from(Error::BadRequest {
+                    field: None,
+                    message: "could not read the request body".into(),
+                })
+            }
+        })?;
+        parse_json(&bytes)
+            .map(|v| JsonBody(v, PhantomData))
+            .map_err(E::from)
+    }
+}
+
+/// Deserialises JSON, mapping syntax errors to 400 and shape errors to 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let text = inner.to_string();
+                // "missing field `name`" is reported at the parent's path: name the field itself.
+                let field = text
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.split('`').next())
+                    .map(|f| {
+                        if path == "." {
+                            f.to_owned()
+                        } else {
+                            format!("{path}.{f}")
+                        }
+                    })
+                    .unwrap_or_else(|| path.clone());
+                let text = text
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let message = if path == "." {
+                    text
+                } else {
+                    format!("{path}: {text}")
+                };
+                Error::Unprocessable {
+                    field: Some(field),
+                    message,
+                }
+            }
+            _ => Error::BadRequest {
+                field: None,
+                message: format!("the body is not valid JSON: {inner}"),
+            },
+        }
+    })?;
+    de.end().map_err(|e| Error::BadRequest {
+        field: None,
+        message: format!("the body is not valid JSON: {e}"),
+    })?;
+    Ok(value)
+}
+
+/// Parses a path or query id, naming it when it is not a UUID.
+pub fn parse_id(field: &str, raw: &str) -> Result<Uuid, Error> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| Error::bad_request(field, format!("{field} is not a UUID: `{raw}`")))
+}
+
+/// The query string as key/value pairs (empty when absent).
+pub fn query_pairs(parts_query: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+    match parts_query {
+        None => Ok(Vec::new()),
+        Some(q) => serde_urlencoded::from_str(q).map_err(|_| Error::BadRequest {
+            field: None,
+            message: "the query string is malformed".into(),
+        }),
+    }
+}
+
+mod mime_type {
+    //! Just enough media-type parsing to recognise JSON (`application/json`, `…+json`).
+    pub struct Essence(String);
+
+    impl std::str::FromStr for Essence {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            if essence.contains('/') {
+                Ok(Essence(essence))
+            } else {
+                Err(())
+            }
+        }
+    }
+
+    impl Essence {
+        pub fn is_json(&self) -> bool {
+            self.0 == "application/json"
+                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! HTTP: router assembly, middleware, SSE encoding, extractors, then one folder per dialect.
+
+pub mod conversations;
+pub mod extract;
+mod ops;
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request, StatusCode, header};
+use axum::response::IntoResponse;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::AuthMode;
+use crate::service::Services;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub auth: AuthMode,
+    pub keepalive: Duration,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The complete router with its middleware, ready to serve or to nest in another axum app.
+///
+/// Middleware order, outermost first: request id (set, then propagated to the response), key
+/// headers marked sensitive (so no layer below can log them), tracing (method, path without the
+/// query, request id: a `?key=` never reaches the log), panics turned into 500s, body limit.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.services.limits.max_body_bytes;
+    Router::new()
+        .merge(ops::router())
+        .merge(conversations::router())
+        .fallback(not_found)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::COOKIE,
+                    HeaderName::from_static("x-api-key"),
+                ]))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let request_id = req
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        request_id = %request_id,
+                    )
+                }))
+                .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+                    tracing::error!("a request handler panicked");
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(serde_json::json!({"error": "internal_error", "message": "internal server error"})),
+                    )
+                        .into_response()
+                }))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": "not_found", "message": "no such route"})),
+    )
+}
+
+/// Registers `path` and `path/` for the same handler: clients use both.
+pub(crate) fn both<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    path: &str,
+    method_router: axum::routing::MethodRouter<S>,
+) -> Router<S> {
+    let trimmed = path.trim_end_matches('/');
+    router
+        .route(trimmed, method_router.clone())
+        .route(&format!("{trimmed}/"), method_router)
+}

@@ -1,0 +1,17 @@
+//! sluice: a Server-Sent-Events streaming inference gateway and chat backend.
+//!
+//! Embed it with [`startup::Application`] (a complete server) or [`http::router`] (an axum
+//! `Router` to nest in your own application).
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod generation;
+pub mod http;
+pub mod providers;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,181 @@
+//! The `sluice` command: parse the CLI, load the configuration, run.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::ExposeSecret;
+use sluice::config::Settings;
+use sluice::service::{self, KeyKind};
+use sluice::startup::{Application, shutdown_signal};
+use sluice::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "SSE streaming inference gateway and chat backend"
+)]
+struct Cli {
+    /// TOML configuration file (default: $SLUICE_CONFIG, else ./sluice.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage workspaces.
+    Workspaces {
+        #[command(subcommand)]
+        command: WorkspacesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once.
+    Create {
+        /// Workspace id or slug.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        #[arg(long, value_enum, default_value_t = Kind::Secret)]
+        kind: Kind,
+        #[arg(long)]
+        name: Option<String>,
+        /// Browser origin allowed to use a publishable key (repeatable).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkspacesCommand {
+    /// Create a workspace with this slug.
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Secret,
+    Publishable,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    sluice::telemetry::init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "sluice: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let settings = Settings::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings)
+                .await
+                .map_err(|e| e.to_string())?;
+            app.run_until(shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Command::Migrate => {
+            Store::open(settings.database_url())
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(std::io::stderr(), "sluice: migrations applied");
+            Ok(())
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    workspace,
+                    kind,
+                    name,
+                    origins,
+                },
+        } => {
+            let store = Store::open(settings.database_url())
+                .await
+                .map_err(|e| e.to_string())?;
+            service::bootstrap(&store, settings.admin_key.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ws = store
+                .find_workspace(&workspace)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no workspace `{workspace}`"))?;
+            let kind = match kind {
+                Kind::Secret => KeyKind::Secret,
+                Kind::Publishable => KeyKind::Publishable,
+            };
+            if kind == KeyKind::Secret && !origins.is_empty() {
+                return Err("--origin binds publishable keys only".into());
+            }
+            for origin in &origins {
+                if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                    || origin.ends_with('/')
+                {
+                    return Err(format!(
+                        "--origin `{origin}` must look like https://example.com (scheme, host, optional port, no path)"
+                    ));
+                }
+            }
+            let created = service::create_key(&store, ws.id, kind, name.as_deref(), false, origins)
+                .await
+                .map_err(|e| e.to_string())?;
+            // The key is the command's output (stdout), shown this once.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", created.key.expose_secret()).map_err(|e| e.to_string())
+        }
+        Command::Workspaces {
+            command: WorkspacesCommand::Create { slug, name },
+        } => {
+            let valid = !slug.is_empty()
+                && slug.len() <= 64
+                && slug
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err("a workspace slug is 1 to 64 characters of a-z, 0-9 and -".into());
+            }
+            let store = Store::open(settings.database_url())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ws = store
+                .create_workspace(&slug, name.as_deref().unwrap_or(&slug))
+                .await
+                .map_err(|e| {
+                    if sluice::store::is_unique_violation(&e) {
+                        format!("workspace `{slug}` already exists")
+                    } else {
+                        e.to_string()
+                    }
+                })?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", ws.id).map_err(|e| e.to_string())
+        }
+    }
+}

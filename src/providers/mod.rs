@@ -1,0 +1,272 @@
+//! Upstream model providers behind one trait that speaks sluice's own stream enum.
+//!
+//! Vendor types never leave this module: the generation core sees `StreamEvent`s and
+//! `ProviderError`s only.
+
+mod demo;
+mod openai;
+
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+
+use crate::config::{Price, ProviderSettings, Settings, UpstreamTimeouts};
+use crate::domain::{PromptMessage, Usage};
+
+pub use demo::{DEMO_MODEL, DemoProvider};
+pub use openai::OpenAiCompatible;
+
+/// What the core asks of a provider.
+#[derive(Clone, Debug)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<PromptMessage>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+}
+
+/// One item of a provider's answer stream.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// Text, exactly as the model produced it.
+    Delta(String),
+    /// Token counts reported by the provider.
+    Usage(Usage),
+    /// The model finished, with its (normalised) reason. More `Usage` may follow.
+    Done { finish_reason: String },
+}
+
+pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
+
+/// Why an upstream call failed. Messages may be logged; `public_message` is what clients see.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("upstream answered HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("could not reach upstream: {0}")]
+    Connect(String),
+    #[error("upstream sent nothing for {0:?} ({1})")]
+    Timeout(std::time::Duration, &'static str),
+    #[error("upstream stream failed: {0}")]
+    Stream(String),
+    #[error("upstream reported an error: {0}")]
+    Reported(String),
+    #[error("upstream ended the stream before the answer was finished")]
+    Truncated,
+}
+
+impl ProviderError {
+    /// A stable code for `error` events and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProviderError::Timeout(..) => "upstream_timeout",
+            ProviderError::Truncated => "upstream_truncated",
+            _ => "upstream_error",
+        }
+    }
+
+    /// Text safe to show a client. Upstream messages of authentication failures are withheld:
+    /// they can quote part of the operator's key.
+    pub fn public_message(&self) -> String {
+        match self {
+            ProviderError::Status { status, message }
+                if !matches!(status, 401 | 403) && *status < 500 =>
+            {
+                format!(
+                    "upstream provider answered HTTP {status}: {}",
+                    truncate(message, 300)
+                )
+            }
+            ProviderError::Status { status, .. } => {
+                format!("upstream provider answered HTTP {status}")
+            }
+            ProviderError::Connect(_) => "could not reach the upstream provider".to_owned(),
+            ProviderError::Timeout(d, what) => {
+                format!(
+                    "upstream provider sent nothing for {}s ({what})",
+                    d.as_secs()
+                )
+            }
+            ProviderError::Stream(_) => "the upstream stream broke off".to_owned(),
+            ProviderError::Reported(message) => {
+                format!(
+                    "upstream provider reported an error: {}",
+                    truncate(message, 300)
+                )
+            }
+            ProviderError::Truncated => {
+                "the upstream provider ended the stream before the answer was finished".to_owned()
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The name clients use (`openai`, `groq`, … or `demo`).
+    fn name(&self) -> &str;
+    /// Starts a streaming completion. Errors before the first byte of the answer come back here;
+    /// later ones arrive in the stream.
+    async fn stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError>;
+}
+
+/// A provider and model chosen for one request.
+#[derive(Clone)]
+pub struct Resolved {
+    pub provider: Arc<dyn Provider>,
+    pub model: String,
+    pub price: Option<Price>,
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// Every configured provider, and the rules that pick one for a request.
+pub struct Providers {
+    entries: Vec<(Arc<dyn Provider>, ProviderSettings)>,
+    default: Option<(usize, String)>,
+    demo: Option<Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn from_settings(settings: &Settings) -> Result<Self, crate::config::ConfigError> {
+        let mut entries: Vec<(Arc<dyn Provider>, ProviderSettings)> = Vec::new();
+        for p in &settings.providers {
+            let provider = OpenAiCompatible::new(p).map_err(|e| {
+                crate::config::ConfigError::Invalid(format!("provider `{}`: {e}", p.name))
+            })?;
+            entries.push((Arc::new(provider), p.clone()));
+        }
+        Self::new(entries, settings.default_model.as_deref())
+    }
+
+    /// Builds the registry from ready providers (tests and embedders use this directly).
+    pub fn new(
+        entries: Vec<(Arc<dyn Provider>, ProviderSettings)>,
+        default_model: Option<&str>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let demo: Option<Arc<dyn Provider>> = if entries.is_empty() {
+            Some(Arc::new(DemoProvider::default()))
+        } else {
+            None
+        };
+        let mut registry = Self {
+            entries,
+            default: None,
+            demo,
+        };
+        registry.default = match default_model {
+            Some(spec) => {
+                let (index, model) = registry.find(None, Some(spec)).ok_or_else(|| {
+                    crate::config::ConfigError::Invalid(format!(
+                        "SLUICE_DEFAULT_MODEL: `{spec}` names no configured provider or model"
+                    ))
+                })?;
+                Some((index, model))
+            }
+            None => registry
+                .entries
+                .iter()
+                .enumerate()
+                .find_map(|(i, (_, s))| s.models.first().map(|m| (i, m.clone()))),
+        };
+        if registry.default.is_none() && !registry.entries.is_empty() {
+            return Err(crate::config::ConfigError::Invalid(
+                "no default model: list a model under a provider or set SLUICE_DEFAULT_MODEL"
+                    .into(),
+            ));
+        }
+        Ok(registry)
+    }
+
+    /// True when no provider is configured and the built-in demo model answers.
+    pub fn is_demo(&self) -> bool {
+        self.demo.is_some()
+    }
+
+    /// `provider/model` names of every listed model, default first.
+    pub fn model_ids(&self) -> Vec<String> {
+        if self.is_demo() {
+            return vec![DEMO_MODEL.to_owned()];
+        }
+        let mut out = Vec::new();
+        if let Some((i, m)) = &self.default {
+            out.push(format!("{}/{m}", self.entries[*i].1.name));
+        }
+        for (_, s) in &self.entries {
+            for m in &s.models {
+                let id = format!("{}/{m}", s.name);
+                if !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Index of the provider and the model name for a provider and/or model request.
+    fn find(&self, provider: Option<&str>, model: Option<&str>) -> Option<(usize, String)> {
+        let by_name = |name: &str| {
+            self.entries
+                .iter()
+                .position(|(_, s)| s.name.eq_ignore_ascii_case(name))
+        };
+        match (provider, model) {
+            (Some(p), Some(m)) => by_name(p).map(|i| (i, m.to_owned())),
+            (Some(p), None) => {
+                let i = by_name(p)?;
+                let model = self.entries[i].1.models.first().cloned().or_else(|| {
+                    self.default
+                        .as_ref()
+                        .filter(|(d, _)| *d == i)
+                        .map(|(_, m)| m.clone())
+                })?;
+                Some((i, model))
+            }
+            (None, Some(m)) => {
+                if let Some((p, rest)) = m.split_once('/') {
+                    if let Some(i) = by_name(p) {
+                        return Some((i, rest.to_owned()));
+                    }
+                }
+                self.entries
+                    .iter()
+                    .position(|(_, s)| s.models.iter().any(|x| x == m))
+                    .map(|i| (i, m.to_owned()))
+            }
+            (None, None) => self.default.clone(),
+        }
+    }
+
+    /// Picks the provider and model for a request; `None`s fall back to the default model.
+    pub fn resolve(&self, provider: Option<&str>, model: Option<&str>) -> Option<Resolved> {
+        if let Some(demo) = &self.demo {
+            let wants_demo = provider.is_none_or(|p| p == DEMO_MODEL)
+                && model.is_none_or(|m| m == DEMO_MODEL || m == "demo/demo");
+            return wants_demo.then(|| Resolved {
+                provider: demo.clone(),
+                model: DEMO_MODEL.to_owned(),
+                price: None,
+                timeouts: UpstreamTimeouts::default(),
+            });
+        }
+        let (i, model) = self.find(provider, model)?;
+        let (provider, settings) = &self.entries[i];
+        Some(Resolved {
+            provider: provider.clone(),
+            price: settings.prices.get(&model).copied(),
+            timeouts: settings.timeouts,
+            model,
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! Any OpenAI-compatible endpoint, driven through async-openai.
+//!
+//! The "bring your own types" calls hand us each chunk as a `serde_json::Value`, so quirks that
+//! async-openai's typed chunks reject (`finish_reason: "eos"` or `""`, missing ids, `{"error":…}`
+//! chunks) are normalised here instead of failing the stream.
+
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use futures::StreamExt;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent};
+use crate::config::ProviderSettings;
+use crate::domain::Usage;
+
+pub struct OpenAiCompatible {
+    name: String,
+    client: async_openai::Client<OpenAIConfig>,
+}
+
+impl OpenAiCompatible {
+    pub fn new(settings: &ProviderSettings) -> Result<Self, String> {
+        let mut config = OpenAIConfig::new()
+            .with_api_base(settings.base_url.clone())
+            .with_api_key(
+                settings
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned())
+                    .unwrap_or_default(),
+            );
+        for (name, value) in &settings.headers {
+            let header = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header `{name}` is not a valid header name"))?;
+            config = config
+                .with_header(header, value.clone())
+                .map_err(|_| format!("header `{name}` has an invalid value"))?;
+        }
+        // One pooled client per provider: connections are reused across requests, and Nagle's
+        // algorithm is off so small chunks are not held back.
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.timeouts.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            name: settings.name.clone(),
+            client: async_openai::Client::with_config(config).with_http_client(http),
+        })
+    }
+}
+
+fn request_body(request: &ChatRequest) -> Value {
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+        .collect();
+    let mut body = json!({
+        "model": request.model,
+        "messages": messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if let Some(t) = request.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(p) = request.top_p {
+        body["top_p"] = json!(p);
+    }
+    if let Some(m) = request.max_tokens {
+        body["max_tokens"] = json!(m);
+    }
+    body
+}
+
+fn map_error(error: OpenAIError) -> ProviderError {
+    match error {
+        OpenAIError::ApiError(e) => ProviderError::Status {
+            status: e.status_code.as_u16(),
+            message: e.api_error.message,
+        },
+        OpenAIError::Reqwest(e) if e.is_connect() || e.is_timeout() => {
+            ProviderError::Connect(e.to_string())
+        }
+        OpenAIError::Reqwest(e) => match e.status() {
+            Some(status) => ProviderError::Status {
+                status: status.as_u16(),
+                message: e.to_string(),
+            },
+            None => ProviderError::Stream(e.to_string()),
+        },
+        OpenAIError::JSONDeserialize(e, _) => {
+            ProviderError::Reported(format!("unreadable response: {e}"))
+        }
+        OpenAIError::StreamError(e) => ProviderError::Stream(e.to_string()),
+        other => ProviderError::Stream(other.to_string()),
+    }
+}
+
+/// Normalises a finish reason: `eos` and friends mean `stop`; an empty string means "not yet".
+fn finish_reason(value: &Value) -> Option<String> {
+    let reason = value.as_str()?;
+    match reason {
+        "" => None,
+        "eos" | "eos_token" | "end_turn" | "stop_sequence" => Some("stop".to_owned()),
+        "max_tokens" => Some("length".to_owned()),
+        other => Some(other.to_owned()),
+    }
+}
+
+/// Turns one upstream chunk into sluice's events (usually one, sometimes none or several).
+fn chunk_events(chunk: Value, out: &mut Vec<Result<StreamEvent, ProviderError>>) {
+    if let Some(error) = chunk.get("error") {
+        let message = error
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| error.to_string());
+        out.push(Err(ProviderError::Reported(message)));
+        return;
+    }
+    if let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) {
+        if let Some(content) = choice
+            .get("delta")
+            .and_then(|d| d.get("content"))
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+        {
+            out.push(Ok(StreamEvent::Delta(content.to_owned())));
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(finish_reason) {
+            out.push(Ok(StreamEvent::Done {
+                finish_reason: reason,
+            }));
+        }
+    }
+    if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+        let count = |k: &str| {
+            usage
+                .get(k)
+                .and_then(Value::as_u64)
+                .map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX))
+        };
+        out.push(Ok(StreamEvent::Usage(Usage::new(
+            count("prompt_tokens"),
+            count("completion_tokens"),
+            false,
+        ))));
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for OpenAiCompatible {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
+        let upstream = self
+            .client
+            .chat()
+            .create_stream_byot::<Value, Value>(request_body(&request))
+            .await
+            .map_err(map_error)?;
+        let events = upstream
+            .map(|item| {
+                let mut out = Vec::with_capacity(1);
+                match item {
+                    Ok(chunk) => chunk_events(chunk, &mut out),
+                    Err(e) => out.push(Err(map_error(e))),
+                }
+                futures::stream::iter(out)
+            })
+            .flatten();
+        Ok(events.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(chunk: Value) -> Vec<Result<StreamEvent, ProviderError>> {
+        let mut out = Vec::new();
+        chunk_events(chunk, &mut out);
+        out
+    }
+
+    #[test]
+    fn eos_finish_reason_is_normalised_to_stop() {
+        let out = events(json!({"choices":[{"delta":{},"finish_reason":"eos"}]}));
+        assert_eq!(out.len(), 1);
+        assert!(
+            matches!(&out[0], Ok(StreamEvent::Done { finish_reason }) if finish_reason == "stop")
+        );
+    }
+
+    #[test]
+    fn empty_finish_reason_means_not_finished() {
+        let out = events(json!({"choices":[{"delta":{"content":"hi"},"finish_reason":""}]}));
+        assert_eq!(out.len(), 1);
+        assert!(matches!(&out[0], Ok(StreamEvent::Delta(t)) if t == "hi"));
+    }
+
+    #[test]
+    fn an_error_chunk_becomes_an_error() {
+        let out = events(json!({"error":{"message":"overloaded"}}));
+        assert!(matches!(&out[0], Err(ProviderError::Reported(m)) if m == "overloaded"));
+    }
+
+    #[test]
+    fn a_chunk_without_id_or_choices_is_accepted() {
+        assert!(events(json!({"object":"chat.completion.chunk"})).is_empty());
+    }
+}

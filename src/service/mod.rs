@@ -1,0 +1,25 @@
+//! The one domain layer every dialect calls. Handlers convert, call one method here, convert back.
+
+mod auth;
+mod conversations;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+pub use auth::{KeyKind, NewKeyOutput, Principal, bootstrap, create_key, generate_key, hash_key};
+pub use conversations::{ResumeAt, ResumePoint, StopOutcome, StreamOpen};
+
+use crate::config::Limits;
+use crate::generation::Hub;
+use crate::providers::Providers;
+use crate::store::Store;
+
+/// Everything a request needs, built once at start-up.
+pub struct Services {
+    pub store: Store,
+    pub hub: Arc<Hub>,
+    pub providers: Arc<Providers>,
+    pub limits: Limits,
+    pub default_workspace: Uuid,
+}

@@ -1,0 +1,128 @@
+//! Chats, always read through a `Scope`.
+
+use entity::chat;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, Select, Set,
+};
+use uuid::Uuid;
+
+use super::{Scope, Store, now};
+
+/// A chat row to insert.
+pub struct NewChat {
+    pub workspace_id: Uuid,
+    pub name: String,
+    pub end_user_id: Option<String>,
+    pub created_via: &'static str,
+}
+
+fn scoped(scope: &Scope) -> Select<chat::Entity> {
+    let mut cond = Condition::all().add(chat::Column::WorkspaceId.eq(scope.workspace_id));
+    if let Some(user) = &scope.end_user {
+        cond = cond.add(chat::Column::EndUserId.eq(user.as_str()));
+    }
+    if scope.publishable_only {
+        cond = cond.add(chat::Column::CreatedVia.eq("publishable"));
+    }
+    chat::Entity::find().filter(cond)
+}
+
+impl Store {
+    pub async fn create_chat(&self, new: NewChat) -> Result<chat::Model, DbErr> {
+        let at = now();
+        chat::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            workspace_id: Set(new.workspace_id),
+            name: Set(new.name),
+            end_user_id: Set(new.end_user_id),
+            agent_id: Set(None),
+            created_via: Set(new.created_via.to_owned()),
+            provider: Set(None),
+            model: Set(None),
+            system_prompt: Set(None),
+            temperature: Set(None),
+            max_tokens: Set(None),
+            top_p: Set(None),
+            agent_framework: Set(None),
+            metadata: Set(None),
+            status: Set("active".to_owned()),
+            public_link_id: Set(None),
+            last_seq: Set(0),
+            created_at: Set(at),
+            updated_at: Set(at),
+        }
+        .insert(&self.db)
+        .await
+    }
+
+    pub async fn chat(&self, scope: &Scope, id: Uuid) -> Result<Option<chat::Model>, DbErr> {
+        scoped(scope)
+            .filter(chat::Column::Id.eq(id))
+            .one(&self.db)
+            .await
+    }
+
+    /// Newest first; ties (same millisecond) broken by id so pages are stable.
+    pub async fn list_chats(
+        &self,
+        scope: &Scope,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<chat::Model>, DbErr> {
+        scoped(scope)
+            .order_by_desc(chat::Column::CreatedAt)
+            .order_by_desc(chat::Column::Id)
+            .limit(limit)
+            .offset(offset)
+            .all(&self.db)
+            .await
+    }
+
+    pub async fn rename_chat(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        name: String,
+        updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<chat::Model>, DbErr> {
+        let Some(found) = self.chat(scope, id).await? else {
+            return Ok(None);
+        };
+        let mut active = found.into_active_model();
+        active.name = Set(name);
+        active.updated_at = Set(updated_at.unwrap_or_else(now));
+        active.update(&self.db).await.map(Some)
+    }
+
+    /// Deletes the chat; its messages, generations and shares go with it (foreign-key cascade).
+    pub async fn delete_chat(&self, scope: &Scope, id: Uuid) -> Result<Option<chat::Model>, DbErr> {
+        let Some(found) = self.chat(scope, id).await? else {
+            return Ok(None);
+        };
+        chat::Entity::delete_by_id(found.id).exec(&self.db).await?;
+        Ok(Some(found))
+    }
+
+    /// Reserves the next sequence number of a chat. The row update serialises concurrent
+    /// writers on every backend; call it inside the transaction that inserts the message.
+    pub(super) async fn next_seq<C: sea_orm::ConnectionTrait>(
+        conn: &C,
+        chat_id: Uuid,
+    ) -> Result<i64, DbErr> {
+        chat::Entity::update_many()
+            .col_expr(
+                chat::Column::LastSeq,
+                Expr::col(chat::Column::LastSeq).add(1),
+            )
+            .filter(chat::Column::Id.eq(chat_id))
+            .exec(conn)
+            .await?;
+        let row = chat::Entity::find_by_id(chat_id)
+            .one(conn)
+            .await?
+            .ok_or(DbErr::RecordNotFound("chat".into()))?;
+        Ok(row.last_seq)
+    }
+}

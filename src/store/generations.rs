@@ -1,0 +1,219 @@
+//! Generations: the row pair (assistant message + generation) a server-owned task writes.
+
+use entity::{generation, message, usage_record};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::{Store, now};
+use crate::domain::{MessageStatus, Usage};
+
+/// What starting a generation records.
+pub struct NewGeneration {
+    pub workspace_id: Uuid,
+    pub chat_id: Uuid,
+    pub reply_to: Uuid,
+    pub provider: String,
+    pub model: String,
+}
+
+/// What finishing a generation records.
+pub struct FinishRecord {
+    pub workspace_id: Uuid,
+    pub chat_id: Uuid,
+    pub message_id: Uuid,
+    pub generation_id: Uuid,
+    pub content: String,
+    pub status: MessageStatus,
+    pub finish_reason: Option<String>,
+    pub provider: String,
+    pub model: String,
+    pub usage: Usage,
+    pub cost_micros: i64,
+    pub error: Option<crate::domain::StreamFailure>,
+}
+
+impl Store {
+    /// Inserts the `streaming` assistant message and its generation in one transaction. A second
+    /// start for the same question fails on the unique `reply_to`.
+    pub async fn start_generation(
+        &self,
+        new: &NewGeneration,
+    ) -> Result<(message::Model, generation::Model), DbErr> {
+        let txn = self.db.begin().await?;
+        let seq = Store::next_seq(&txn, new.chat_id).await?;
+        let at = now();
+        let msg = message::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            chat_id: Set(new.chat_id),
+            seq: Set(seq),
+            role: Set("assistant".to_owned()),
+            content: Set(String::new()),
+            status: Set(MessageStatus::Streaming.as_str().to_owned()),
+            reply_to: Set(Some(new.reply_to)),
+            finish_reason: Set(None),
+            provider: Set(Some(new.provider.clone())),
+            model: Set(Some(new.model.clone())),
+            prompt_tokens: Set(None),
+            completion_tokens: Set(None),
+            usage_estimated: Set(false),
+            cost_micros: Set(None),
+            sources: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+        }
+        .insert(&txn)
+        .await?;
+        let generation = generation::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            chat_id: Set(new.chat_id),
+            reply_to: Set(new.reply_to),
+            message_id: Set(msg.id),
+            status: Set("processing".to_owned()),
+            error_code: Set(None),
+            error_message: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+            finished_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok((msg, generation))
+    }
+
+    /// Writes the running text of many generations in one transaction. Rows that are no longer
+    /// `streaming` are left alone, so a late checkpoint can never overwrite a final answer.
+    pub async fn checkpoint(&self, batch: &[(Uuid, String)]) -> Result<(), DbErr> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        let at = now();
+        for (id, text) in batch {
+            message::Entity::update_many()
+                .col_expr(message::Column::Content, Expr::value(text.as_str()))
+                .col_expr(message::Column::UpdatedAt, Expr::value(at))
+                .filter(message::Column::Id.eq(*id))
+                .filter(message::Column::Status.eq(MessageStatus::Streaming.as_str()))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await
+    }
+
+    /// Saves the final answer, the generation's outcome and the usage record together.
+    pub async fn finish_generation(&self, r: &FinishRecord) -> Result<message::Model, DbErr> {
+        let txn = self.db.begin().await?;
+        let at = now();
+        let tokens = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        message::Entity::update_many()
+            .col_expr(message::Column::Content, Expr::value(r.content.as_str()))
+            .col_expr(message::Column::Status, Expr::value(r.status.as_str()))
+            .col_expr(
+                message::Column::FinishReason,
+                Expr::value(r.finish_reason.clone()),
+            )
+            .col_expr(message::Column::Provider, Expr::value(r.provider.as_str()))
+            .col_expr(message::Column::Model, Expr::value(r.model.as_str()))
+            .col_expr(
+                message::Column::PromptTokens,
+                Expr::value(tokens(r.usage.prompt_tokens)),
+            )
+            .col_expr(
+                message::Column::CompletionTokens,
+                Expr::value(tokens(r.usage.completion_tokens)),
+            )
+            .col_expr(
+                message::Column::UsageEstimated,
+                Expr::value(r.usage.estimated),
+            )
+            .col_expr(message::Column::CostMicros, Expr::value(r.cost_micros))
+            .col_expr(message::Column::UpdatedAt, Expr::value(at))
+            .filter(message::Column::Id.eq(r.message_id))
+            .exec(&txn)
+            .await?;
+        generation::Entity::update_many()
+            .col_expr(
+                generation::Column::Status,
+                Expr::value(r.status.generation_status()),
+            )
+            .col_expr(
+                generation::Column::ErrorCode,
+                Expr::value(r.error.as_ref().map(|e| e.code.clone())),
+            )
+            .col_expr(
+                generation::Column::ErrorMessage,
+                Expr::value(r.error.as_ref().map(|e| e.message.clone())),
+            )
+            .col_expr(generation::Column::UpdatedAt, Expr::value(at))
+            .col_expr(generation::Column::FinishedAt, Expr::value(Some(at)))
+            .filter(generation::Column::Id.eq(r.generation_id))
+            .exec(&txn)
+            .await?;
+        if r.usage.total_tokens > 0 {
+            usage_record::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                workspace_id: Set(r.workspace_id),
+                chat_id: Set(Some(r.chat_id)),
+                message_id: Set(Some(r.message_id)),
+                provider: Set(r.provider.clone()),
+                model: Set(r.model.clone()),
+                prompt_tokens: Set(tokens(r.usage.prompt_tokens)),
+                completion_tokens: Set(tokens(r.usage.completion_tokens)),
+                estimated: Set(r.usage.estimated),
+                cost_micros: Set(r.cost_micros),
+                created_at: Set(at),
+            }
+            .insert(&txn)
+            .await?;
+        }
+        let saved = message::Entity::find_by_id(r.message_id)
+            .one(&txn)
+            .await?
+            .ok_or(DbErr::RecordNotFound("message".into()))?;
+        txn.commit().await?;
+        Ok(saved)
+    }
+
+    /// Marks answers left `streaming` by a crash as `incomplete` (their checkpointed text kept).
+    pub async fn recover_interrupted(&self) -> Result<u64, DbErr> {
+        let at = now();
+        let txn = self.db.begin().await?;
+        let messages = message::Entity::update_many()
+            .col_expr(
+                message::Column::Status,
+                Expr::value(MessageStatus::Incomplete.as_str()),
+            )
+            .col_expr(message::Column::UpdatedAt, Expr::value(at))
+            .filter(message::Column::Status.eq(MessageStatus::Streaming.as_str()))
+            .exec(&txn)
+            .await?;
+        generation::Entity::update_many()
+            .col_expr(generation::Column::Status, Expr::value("failed"))
+            .col_expr(generation::Column::ErrorCode, Expr::value("interrupted"))
+            .col_expr(
+                generation::Column::ErrorMessage,
+                Expr::value("the server stopped while this answer was being generated"),
+            )
+            .col_expr(generation::Column::UpdatedAt, Expr::value(at))
+            .col_expr(generation::Column::FinishedAt, Expr::value(Some(at)))
+            .filter(generation::Column::Status.eq("processing"))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(messages.rows_affected)
+    }
+
+    pub async fn generation_for_message(
+        &self,
+        message_id: Uuid,
+    ) -> Result<Option<generation::Model>, DbErr> {
+        generation::Entity::find()
+            .filter(generation::Column::MessageId.eq(message_id))
+            .one(&self.db)
+            .await
+    }
+}

@@ -1,0 +1,99 @@
+//! Messages of a chat, in sequence order.
+
+use entity::message;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::{Store, now};
+use crate::domain::{MessageStatus, Role};
+
+impl Store {
+    /// Appends a finished message (a question, or an answer written by the client itself).
+    pub async fn insert_message(
+        &self,
+        chat_id: Uuid,
+        role: Role,
+        content: String,
+    ) -> Result<message::Model, DbErr> {
+        let txn = self.db.begin().await?;
+        let seq = Store::next_seq(&txn, chat_id).await?;
+        let at = now();
+        let row = message::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            chat_id: Set(chat_id),
+            seq: Set(seq),
+            role: Set(role.as_str().to_owned()),
+            content: Set(content),
+            status: Set(MessageStatus::Complete.as_str().to_owned()),
+            reply_to: Set(None),
+            finish_reason: Set(None),
+            provider: Set(None),
+            model: Set(None),
+            prompt_tokens: Set(None),
+            completion_tokens: Set(None),
+            usage_estimated: Set(false),
+            cost_micros: Set(None),
+            sources: Set(None),
+            created_at: Set(at),
+            updated_at: Set(at),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(row)
+    }
+
+    /// Every message of a chat in order, optionally without `system` messages.
+    pub async fn list_messages(
+        &self,
+        chat_id: Uuid,
+        include_system: bool,
+    ) -> Result<Vec<message::Model>, DbErr> {
+        let mut q = message::Entity::find().filter(message::Column::ChatId.eq(chat_id));
+        if !include_system {
+            q = q.filter(message::Column::Role.ne(Role::System.as_str()));
+        }
+        q.order_by_asc(message::Column::Seq).all(&self.db).await
+    }
+
+    pub async fn newest_user_message(
+        &self,
+        chat_id: Uuid,
+    ) -> Result<Option<message::Model>, DbErr> {
+        message::Entity::find()
+            .filter(message::Column::ChatId.eq(chat_id))
+            .filter(message::Column::Role.eq(Role::User.as_str()))
+            .order_by_desc(message::Column::Seq)
+            .one(&self.db)
+            .await
+    }
+
+    pub async fn message(&self, id: Uuid) -> Result<Option<message::Model>, DbErr> {
+        message::Entity::find_by_id(id).one(&self.db).await
+    }
+
+    /// The answer to a question, if one was started.
+    pub async fn answer_to(&self, question_id: Uuid) -> Result<Option<message::Model>, DbErr> {
+        message::Entity::find()
+            .filter(message::Column::ReplyTo.eq(question_id))
+            .one(&self.db)
+            .await
+    }
+
+    /// The context of an answer: every message of the chat up to the question, in one query.
+    pub async fn history(
+        &self,
+        chat_id: Uuid,
+        up_to_seq: i64,
+    ) -> Result<Vec<message::Model>, DbErr> {
+        message::Entity::find()
+            .filter(message::Column::ChatId.eq(chat_id))
+            .filter(message::Column::Seq.lte(up_to_seq))
+            .order_by_asc(message::Column::Seq)
+            .all(&self.db)
+            .await
+    }
+}
