@@ -290,14 +290,14 @@ impl Settings {
                 self.listen
             )));
         }
-        if let Some(key) = &self.admin_key {
-            if !key.expose_secret().starts_with("sk_live_") || key.expose_secret().len() < 30 {
-                return Err(ConfigError::Invalid(
-                    "SLUICE_ADMIN_KEY must be a secret key: `sk_live_` followed by at least 22 \
-                     random characters"
-                        .into(),
-                ));
-            }
+        if let Some(key) = &self.admin_key
+            && (!key.expose_secret().starts_with("sk_live_") || key.expose_secret().len() < 30)
+        {
+            return Err(ConfigError::Invalid(
+                "SLUICE_ADMIN_KEY must be a secret key: `sk_live_` followed by at least 22 \
+                 random characters"
+                    .into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for provider in &self.providers {
@@ -315,13 +315,13 @@ impl Settings {
                     provider.name, provider.base_url
                 )));
             }
-            if let Some(key) = &provider.api_key {
-                if key.expose_secret().contains(['\n', '\r']) {
-                    return Err(ConfigError::Invalid(format!(
-                        "provider `{}`: its API key contains a line break",
-                        provider.name
-                    )));
-                }
+            if let Some(key) = &provider.api_key
+                && key.expose_secret().contains(['\n', '\r'])
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "provider `{}`: its API key contains a line break",
+                    provider.name
+                )));
             }
         }
         Ok(())

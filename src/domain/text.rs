@@ -1,8 +1,8 @@
-//! Line-break normalisation for streamed text.
+//! Normalisation of streamed text before it is stored or sent.
 //!
-//! An event stream cannot carry a carriage return, so CR and CRLF become LF before the text is
-//! stored or sent. The state survives across chunks: a CRLF split between two upstream chunks is
-//! still one line break.
+//! An event stream cannot carry a carriage return, so CR and CRLF become LF. The state survives
+//! across chunks: a CRLF split between two upstream chunks is still one line break. NUL, which
+//! PostgreSQL text cannot hold, becomes U+FFFD, so what is sent is always what can be stored.
 
 /// Streaming CR/CRLF → LF converter.
 #[derive(Debug, Default, Clone, Copy)]
@@ -13,7 +13,7 @@ pub struct LineBreaks {
 impl LineBreaks {
     /// Appends `chunk` to `out` with CR and CRLF turned into LF.
     pub fn push(&mut self, chunk: &str, out: &mut String) {
-        if !chunk.contains('\r') && !(self.after_cr && chunk.starts_with('\n')) {
+        if !(chunk.contains(['\r', '\0']) || self.after_cr && chunk.starts_with('\n')) {
             self.after_cr = false;
             out.push_str(chunk);
             return;
@@ -25,6 +25,10 @@ impl LineBreaks {
                     self.after_cr = true;
                 }
                 '\n' if self.after_cr => self.after_cr = false,
+                '\0' => {
+                    out.push('\u{FFFD}');
+                    self.after_cr = false;
+                }
                 other => {
                     out.push(other);
                     self.after_cr = false;
@@ -60,6 +64,11 @@ mod tests {
     #[test]
     fn text_without_cr_is_unchanged() {
         assert_eq!(run(&["  lead", "\n\n", "😀"]), "  lead\n\n😀");
+    }
+
+    #[test]
+    fn nul_becomes_the_replacement_character() {
+        assert_eq!(run(&["a\0b"]), "a\u{FFFD}b");
     }
 
     #[test]

@@ -293,11 +293,12 @@ impl Subscription {
 
     fn poll(&mut self) -> Option<GenEvent> {
         let st = self.live.lock();
-        if !self.sources_sent && self.offset == 0 {
-            if let Some(sources) = &st.sources {
-                self.sources_sent = true;
-                return Some(GenEvent::Sources(sources.clone()));
-            }
+        if !self.sources_sent
+            && self.offset == 0
+            && let Some(sources) = &st.sources
+        {
+            self.sources_sent = true;
+            return Some(GenEvent::Sources(sources.clone()));
         }
         let next_failure = st.failures.get(self.failures_sent);
         let limit = next_failure.map_or(st.text.len(), |(at, _)| *at);

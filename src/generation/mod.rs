@@ -78,8 +78,15 @@ impl Hub {
         if let Some(live) = self.running().get(&question.id) {
             return Ok(live.clone());
         }
+        // A saved answer still marked `streaming` may be one whose task is registering right
+        // now: only the locked path below may conclude it is not running here.
         if let Some(saved) = self.saved_answer(question.id).await? {
-            return Ok(saved);
+            let settled = saved
+                .finished()
+                .is_some_and(|f| f.status != crate::domain::MessageStatus::Streaming);
+            if settled {
+                return Ok(saved);
+            }
         }
         // Starting is serialised so that two readers arriving together cause one upstream call.
         let _guard = self.start_lock.lock().await;

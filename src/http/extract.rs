@@ -34,12 +34,14 @@ where
 }
 
 fn header_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    {
-        let (scheme, token) = value.trim().split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if bearer.is_some() {
+        return bearer;
     }
     headers
         .get("x-api-key")
@@ -187,8 +189,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                 } else {
                     format!("{path}: {text}")
                 };
+                let message = if path == "." && message.starts_with("invalid type") {
+                    format!("the body must be a JSON object: {message}")
+                } else {
+                    message
+                };
                 Error::Unprocessable {
-                    field: Some(field),
+                    field: (field != ".").then_some(field),
                     message,
                 }
             }

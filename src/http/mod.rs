@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(conversations::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(
             ServiceBuilder::new()
@@ -81,6 +82,16 @@ async fn not_found() -> impl IntoResponse {
     (
         StatusCode::NOT_FOUND,
         axum::Json(serde_json::json!({"error": "not_found", "message": "no such route"})),
+    )
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({
+            "error": "method_not_allowed",
+            "message": "this route does not accept that method"
+        })),
     )
 }
 

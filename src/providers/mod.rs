@@ -234,10 +234,10 @@ impl Providers {
                 Some((i, model))
             }
             (None, Some(m)) => {
-                if let Some((p, rest)) = m.split_once('/') {
-                    if let Some(i) = by_name(p) {
-                        return Some((i, rest.to_owned()));
-                    }
+                if let Some((p, rest)) = m.split_once('/')
+                    && let Some(i) = by_name(p)
+                {
+                    return Some((i, rest.to_owned()));
                 }
                 self.entries
                     .iter()

@@ -152,6 +152,23 @@ fn chunk_events(chunk: Value, out: &mut Vec<Result<StreamEvent, ProviderError>>)
     }
 }
 
+/// What the stream has seen of its own end.
+#[derive(Default)]
+struct Ends {
+    finished: bool,
+    last_empty_finish: bool,
+    closed: bool,
+}
+
+fn has_empty_finish(chunk: &Value) -> bool {
+    chunk
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .and_then(|c| c.get("finish_reason"))
+        .and_then(Value::as_str)
+        .is_some_and(str::is_empty)
+}
+
 #[async_trait::async_trait]
 impl Provider for OpenAiCompatible {
     fn name(&self) -> &str {
@@ -165,16 +182,49 @@ impl Provider for OpenAiCompatible {
             .create_stream_byot::<Value, Value>(request_body(&request))
             .await
             .map_err(map_error)?;
-        let events = upstream
-            .map(|item| {
-                let mut out = Vec::with_capacity(1);
-                match item {
-                    Ok(chunk) => chunk_events(chunk, &mut out),
-                    Err(e) => out.push(Err(map_error(e))),
+        // A chunk whose finish_reason is "" right before a clean end is how some servers say
+        // "stop"; anywhere else "" means "not finished yet".
+        let state = (upstream, std::collections::VecDeque::new(), Ends::default());
+        let events =
+            futures::stream::unfold(state, |(mut upstream, mut queue, mut ends)| async move {
+                loop {
+                    if let Some(item) = queue.pop_front() {
+                        return Some((item, (upstream, queue, ends)));
+                    }
+                    if ends.closed {
+                        return None;
+                    }
+                    match upstream.next().await {
+                        Some(Ok(chunk)) => {
+                            let empty_finish = has_empty_finish(&chunk);
+                            let mut out = Vec::with_capacity(1);
+                            chunk_events(chunk, &mut out);
+                            // Text after an empty finish_reason means it was not the end after all.
+                            if empty_finish {
+                                ends.last_empty_finish = true;
+                            } else if out.iter().any(|e| matches!(e, Ok(StreamEvent::Delta(_)))) {
+                                ends.last_empty_finish = false;
+                            }
+                            ends.finished |= out
+                                .iter()
+                                .any(|e| matches!(e, Ok(StreamEvent::Done { .. })));
+                            queue.extend(out);
+                        }
+                        Some(Err(e)) => {
+                            ends.closed = true;
+                            queue.push_back(Err(map_error(e)));
+                        }
+                        None => {
+                            ends.closed = true;
+                            if !ends.finished && ends.last_empty_finish {
+                                queue.push_back(Ok(StreamEvent::Done {
+                                    finish_reason: "stop".to_owned(),
+                                }));
+                            }
+                        }
+                    }
                 }
-                futures::stream::iter(out)
-            })
-            .flatten();
+            });
         Ok(events.boxed())
     }
 }

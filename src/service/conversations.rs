@@ -59,6 +59,12 @@ pub struct StopOutcome {
 
 fn check_name(name: &str) -> Result<String> {
     let name = name.trim();
+    if name.chars().any(char::is_control) {
+        return Err(Error::unprocessable(
+            "name",
+            "name must not contain control characters",
+        ));
+    }
     if name.is_empty() {
         return Err(Error::unprocessable("name", "name must not be empty"));
     }
@@ -151,6 +157,12 @@ impl Services {
             return Err(Error::unprocessable(
                 "role",
                 "role must be Human or Assistant",
+            ));
+        }
+        if content.contains('\0') {
+            return Err(Error::unprocessable(
+                "message",
+                "message must not contain NUL characters",
             ));
         }
         let chat = self.chat(who, chat_id).await?;

@@ -49,6 +49,9 @@ pub async fn list_chats(
         );
     }
     let offset = number(&pairs, "offset")?.unwrap_or(0);
+    if i64::try_from(offset).is_err() {
+        return Err(Error::bad_request("offset", "offset is too large").into());
+    }
     let chats = state.services.list_chats(&who, limit, offset).await?;
     Ok(Json(chats.into_iter().map(ChatDto::from).collect()))
 }

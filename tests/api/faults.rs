@@ -1,0 +1,267 @@
+//! Every scriptable fault of the mock upstream, through the conversations API: a failed
+//! upstream ends with an `error` event and an answer that does not claim to be complete.
+
+use std::time::Duration;
+
+use crate::helpers::*;
+
+async fn run(app: &TestApp, script: Script) -> (Vec<eventsource_stream::Event>, String) {
+    app.mock.push(script);
+    let chat = app.chat_with_question("q").await;
+    let events = app
+        .stream(&format!("/conversations/inference/{chat}"), None)
+        .await
+        .collect()
+        .await;
+    (events, chat)
+}
+
+fn error_code(events: &[eventsource_stream::Event]) -> Option<String> {
+    named(events, "error").map(|e| e["code"].as_str().unwrap().to_owned())
+}
+
+/// The error event comes after the last delta and right before done, which ends the stream.
+fn assert_error_then_done(events: &[eventsource_stream::Event]) {
+    let n = events.len();
+    assert!(n >= 2, "{events:?}");
+    assert_eq!(events[n - 2].event, "error", "{events:?}");
+    assert_eq!(events[n - 1].event, "done", "{events:?}");
+}
+
+#[tokio::test]
+async fn a_transient_error_status_is_retried_before_the_first_delta() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["never"]);
+    script.status = Some(503);
+
+    let (events, _) = run(&app, script).await;
+
+    assert!(named(&events, "error").is_none(), "{events:?}");
+    assert_eq!(text_of(&events), "Hello from the mock upstream.");
+    assert_eq!(app.mock.request_count(), 2);
+}
+
+#[tokio::test]
+async fn an_error_status_that_persists_fails_the_answer_cleanly() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["never"]);
+    script.status = Some(503);
+    app.mock.set_default(script.clone());
+
+    let (events, chat) = run(&app, script).await;
+
+    assert_error_then_done(&events);
+    assert_eq!(text_of(&events), "");
+    assert_eq!(error_code(&events).unwrap(), "upstream_error");
+    let done = named(&events, "done").unwrap();
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["conversation"]["message"], "");
+    // The failure is remembered: a replay says the same.
+    let replay = app
+        .stream(&format!("/conversations/inference/{chat}"), None)
+        .await
+        .collect()
+        .await;
+    assert_eq!(named(&replay, "done").unwrap()["status"], "failed");
+    assert_eq!(error_code(&replay).unwrap(), "upstream_error");
+}
+
+#[tokio::test]
+async fn an_error_chunk_mid_stream_keeps_the_partial_answer_as_incomplete() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["one ", "two ", "three"]);
+    script.error_after = Some(2);
+
+    let (events, chat) = run(&app, script).await;
+
+    assert_error_then_done(&events);
+    assert_eq!(text_of(&events), "one two ");
+    assert_eq!(error_code(&events).unwrap(), "upstream_error");
+    assert_eq!(named(&events, "done").unwrap()["status"], "incomplete");
+    assert_eq!(app.stored_answer(&chat).await["message"], "one two ");
+}
+
+#[tokio::test]
+async fn a_cut_connection_is_an_incomplete_answer_not_a_complete_one() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["one ", "two ", "three"]);
+    script.cut_after = Some(1);
+
+    let (events, chat) = run(&app, script).await;
+
+    assert_error_then_done(&events);
+    assert_eq!(text_of(&events), "one ");
+    assert_eq!(named(&events, "done").unwrap()["status"], "incomplete");
+    assert_eq!(app.stored_answer(&chat).await["message"], "one ");
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_without_finishing_is_truncated() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["one ", "two"]);
+    script.finish_chunk = false;
+    script.done_marker = false;
+    script.usage = false;
+
+    let (events, _) = run(&app, script).await;
+
+    assert_error_then_done(&events);
+    assert_eq!(error_code(&events).unwrap(), "upstream_truncated");
+    assert_eq!(named(&events, "done").unwrap()["status"], "incomplete");
+}
+
+#[tokio::test]
+async fn a_finished_stream_without_the_done_marker_is_complete() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["fine"]);
+    script.done_marker = false;
+
+    let (events, _) = run(&app, script).await;
+
+    assert!(named(&events, "error").is_none(), "{events:?}");
+    assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+}
+
+#[tokio::test]
+async fn a_stream_without_usage_gets_estimated_usage_never_zero() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["some ", "text ", "here"]);
+    script.usage = false;
+
+    let (events, _) = run(&app, script).await;
+
+    let usage = &named(&events, "done").unwrap()["usage"];
+    assert_eq!(usage["estimated"], true);
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn usage_reported_by_the_provider_is_kept() {
+    let app = spawn_app().await;
+
+    let (events, _) = run(&app, Script::text(&["a", "b", "c"])).await;
+
+    let usage = &named(&events, "done").unwrap()["usage"];
+    assert_eq!(usage["estimated"], false);
+    assert_eq!(usage["completion_tokens"], 3);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + 3
+    );
+}
+
+#[tokio::test]
+async fn quirky_finish_reasons_are_normalised() {
+    let app = spawn_app().await;
+    for (reason, expected) in [("eos", "stop"), ("", "stop"), ("length", "length")] {
+        let mut script = Script::text(&["x"]);
+        script.finish_reason = reason.to_owned();
+
+        let (events, _) = run(&app, script).await;
+
+        let done = named(&events, "done").unwrap();
+        assert_eq!(done["status"], "complete", "finish_reason {reason:?}");
+        assert_eq!(done["finish_reason"], expected, "finish_reason {reason:?}");
+    }
+}
+
+#[tokio::test]
+async fn comments_keepalive_events_and_missing_ids_are_ignored() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["one ", "two"]);
+    script.comments = true;
+    script.omit_id = true;
+
+    let (events, _) = run(&app, script).await;
+
+    assert_eq!(text_of(&events), "one two");
+    assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+}
+
+#[tokio::test]
+async fn a_silent_upstream_hits_the_first_token_deadline() {
+    let app = spawn_app_with(|s| {
+        for p in &mut s.providers {
+            p.timeouts.first_token = Duration::from_millis(500);
+        }
+    })
+    .await;
+    let mut script = Script::text(&["too late"]);
+    script.first_delay_ms = 3000;
+
+    let (events, _) = run(&app, script).await;
+
+    assert_error_then_done(&events);
+    assert_eq!(error_code(&events).unwrap(), "upstream_timeout");
+    assert_eq!(named(&events, "done").unwrap()["status"], "failed");
+}
+
+#[tokio::test]
+async fn slow_response_headers_also_count_against_the_first_token_deadline() {
+    let app = spawn_app_with(|s| {
+        for p in &mut s.providers {
+            p.timeouts.first_token = Duration::from_millis(500);
+        }
+    })
+    .await;
+    let mut script = Script::text(&["too late"]);
+    script.headers_delay_ms = 3000;
+
+    let (events, _) = run(&app, script).await;
+
+    assert_eq!(error_code(&events).unwrap(), "upstream_timeout");
+    assert_eq!(named(&events, "done").unwrap()["status"], "failed");
+}
+
+#[tokio::test]
+async fn a_stall_between_chunks_hits_the_idle_deadline() {
+    let app = spawn_app_with(|s| {
+        for p in &mut s.providers {
+            p.timeouts.idle = Duration::from_millis(500);
+        }
+    })
+    .await;
+    let mut script = Script::text(&["first ", "second"]);
+    script.chunk_delay_ms = 3000;
+
+    let (events, chat) = run(&app, script).await;
+
+    assert_error_then_done(&events);
+    assert_eq!(error_code(&events).unwrap(), "upstream_timeout");
+    assert_eq!(text_of(&events), "first ");
+    assert_eq!(named(&events, "done").unwrap()["status"], "incomplete");
+    assert_eq!(app.stored_answer(&chat).await["message"], "first ");
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_an_error_event_not_a_hung_stream() {
+    let app = spawn_app_with(|s| {
+        for p in &mut s.providers {
+            p.base_url = "http://127.0.0.1:9/v1".into();
+        }
+    })
+    .await;
+
+    let (events, _) = run(&app, Script::text(&["x"])).await;
+
+    assert_error_then_done(&events);
+    assert_eq!(error_code(&events).unwrap(), "upstream_error");
+    assert_eq!(named(&events, "done").unwrap()["status"], "failed");
+}
+
+#[tokio::test]
+async fn an_upstream_401_is_reported_without_its_message() {
+    let app = spawn_app().await;
+    let mut script = Script::text(&["x"]);
+    script.status = Some(401);
+
+    let (events, _) = run(&app, script).await;
+
+    let error = named(&events, "error").unwrap();
+    assert!(
+        !error["message"].as_str().unwrap().contains("mock failure"),
+        "{error}"
+    );
+    assert!(error["message"].as_str().unwrap().contains("401"));
+}

@@ -1,0 +1,438 @@
+//! Start-up, shutdown and crashes: an answer survives them all.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn slow(chunks: usize, delay_ms: u64) -> Script {
+    let words: Vec<String> = (0..chunks).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let mut s = Script::text(&refs);
+    s.chunk_delay_ms = delay_ms;
+    s
+}
+
+#[tokio::test]
+async fn shutdown_tells_open_streams_to_retry_and_lets_running_answers_finish() {
+    let mut app = spawn_app().await;
+    app.mock.push(slow(8, 100));
+    let chat = app.chat_with_question("q").await;
+    let response = app
+        .get(&format!("/conversations/inference/{chat}"))
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(response.text());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+
+    app.shutdown().await.expect("clean shutdown");
+
+    let raw = reader.await.unwrap().unwrap();
+    assert!(raw.contains("retry: 1000\n"), "{raw}");
+    assert!(!raw.contains("event: done"), "{raw}");
+    let answer = app
+        .services
+        .store
+        .list_messages(chat.parse().unwrap(), false)
+        .await
+        .unwrap();
+    let answer = answer.last().unwrap();
+    assert_eq!(answer.role, "assistant");
+    assert_eq!(answer.status, "complete");
+    assert_eq!(
+        answer.content,
+        (0..8).map(|i| format!("w{i} ")).collect::<String>()
+    );
+}
+
+#[tokio::test]
+async fn answers_still_running_after_the_grace_period_are_saved_as_incomplete() {
+    let mut app = spawn_app_with(|s| s.shutdown_grace = Duration::from_millis(300)).await;
+    app.mock.push(slow(50, 100));
+    let chat = app.chat_with_question("q").await;
+    let mut sse = app
+        .stream(&format!("/conversations/inference/{chat}"), None)
+        .await;
+    assert_eq!(sse.next().await.unwrap().event, "message");
+
+    app.shutdown().await.expect("clean shutdown");
+
+    let messages = app
+        .services
+        .store
+        .list_messages(chat.parse().unwrap(), false)
+        .await
+        .unwrap();
+    let answer = messages.last().unwrap();
+    assert_eq!(answer.status, "incomplete");
+    assert!(answer.content.starts_with("w0 "), "{}", answer.content);
+    assert!(answer.content.len() < 50 * 3);
+    assert!(app.mock.wait_for_aborted(1, Duration::from_secs(5)).await);
+}
+
+/// A sluice process of its own, for what only a process can show (SIGKILL, SIGTERM, exit code,
+/// what it prints).
+struct Process {
+    child: Child,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Process {
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+fn sluice_command(database_url: &str, mock: &MockUpstream) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SLUICE_LISTEN", "127.0.0.1:0")
+        .env("SLUICE_DATABASE_URL", database_url)
+        .env("OPENAI_BASE_URL", mock.base_url())
+        .env("OPENAI_API_KEY", "test-upstream-key")
+        .env("SLUICE_DEFAULT_MODEL", "openai/mock-model")
+        .env("SLUICE_CHECKPOINT_INTERVAL_MS", "100")
+        .env("SLUICE_SHUTDOWN_GRACE_SECS", "10")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    command
+}
+
+fn start_process(database_url: &str, mock: &MockUpstream, admin_key: Option<&str>) -> Process {
+    let mut command = sluice_command(database_url, mock);
+    if let Some(key) = admin_key {
+        command.env("SLUICE_ADMIN_KEY", key);
+    }
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluice");
+    let stderr = child.stderr.take().unwrap();
+    let collected = Arc::new(Mutex::new(String::new()));
+    let sink = collected.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.split("listening on http://").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("sluice did not start");
+    Process {
+        child,
+        base: format!("http://{addr}"),
+        stderr: collected,
+    }
+}
+
+#[tokio::test]
+async fn a_process_killed_mid_stream_leaves_the_partial_answer_incomplete_after_restart() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default(slow(100, 50));
+    let (database_url, _dir) = fresh_database().await;
+    let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
+    let client = reqwest::Client::new();
+    let mut first = start_process(&database_url, &mock, Some(&key));
+    let chat: Value = client
+        .post(format!("{}/chats/create", first.base))
+        .bearer_auth(&key)
+        .json(&json!({"name": "crash"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+    client
+        .post(format!("{}/conversations/create", first.base))
+        .bearer_auth(&key)
+        .json(&json!({"chat_id": chat_id, "role": "Human", "message": "q"}))
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseClient::new(
+        client
+            .get(format!("{}/conversations/inference/{chat_id}", first.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut seen = String::new();
+    while seen.len() < 30 {
+        let e = sse.next().await.unwrap();
+        if e.event == "message" {
+            seen.push_str(&e.data);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let mut second = start_process(&database_url, &mock, Some(&key));
+
+    let list: Vec<Value> = client
+        .get(format!("{}/conversations/?chat_id={chat_id}", second.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let saved = list
+        .iter()
+        .find(|c| c["role"] == "Assistant")
+        .expect("partial answer saved");
+    let saved_text = saved["message"].as_str().unwrap();
+    assert!(
+        saved_text.len() >= seen.len(),
+        "saved {saved_text:?}, seen {seen:?}"
+    );
+    assert!(saved_text.starts_with("w0 w1 "), "{saved_text}");
+    let replay = SseClient::new(
+        client
+            .get(format!("{}/conversations/inference/{chat_id}", second.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .collect()
+    .await;
+    assert_eq!(text_of(&replay), saved_text);
+    let done = named(&replay, "done").unwrap();
+    assert_eq!(done["status"], "incomplete");
+    assert_eq!(named(&replay, "error").unwrap()["code"], "interrupted");
+    assert_eq!(mock.request_count(), 1);
+    second.child.kill().ok();
+    second.child.wait().ok();
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_after_finishing_the_running_answer() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default(slow(10, 50));
+    let (database_url, _dir) = fresh_database().await;
+    let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
+    let client = reqwest::Client::new();
+    let mut process = start_process(&database_url, &mock, Some(&key));
+    let chat: Value = client
+        .post(format!("{}/chats/create", process.base))
+        .bearer_auth(&key)
+        .json(&json!({"name": "term"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let chat_id = chat["id"].as_str().unwrap().to_owned();
+    client
+        .post(format!("{}/conversations/create", process.base))
+        .bearer_auth(&key)
+        .json(&json!({"chat_id": chat_id, "role": "Human", "message": "q"}))
+        .send()
+        .await
+        .unwrap();
+    let response = client
+        .get(format!(
+            "{}/conversations/inference/{chat_id}",
+            process.base
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let reader = tokio::spawn(response.text());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || process.child.wait().unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(exit.code(), Some(0));
+    let raw = reader.await.unwrap().unwrap();
+    assert!(raw.contains("retry: 1000\n"), "{raw}");
+    let store = sluice::store::Store::connect(&database_url).await.unwrap();
+    let messages = store
+        .list_messages(chat_id.parse().unwrap(), false)
+        .await
+        .unwrap();
+    let answer = messages.last().unwrap();
+    assert_eq!(answer.status, "complete");
+    assert_eq!(
+        answer.content,
+        (0..10).map(|i| format!("w{i} ")).collect::<String>()
+    );
+}
+
+#[tokio::test]
+async fn a_first_start_prints_an_admin_key_once_and_never_logs_keys() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (database_url, _dir) = fresh_database().await;
+    let mut first = start_process(&database_url, &mock, None);
+    let printed = first.stderr();
+    let key = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("sk_live_"))
+        .expect("the first start prints a key")
+        .to_owned();
+    let client = reqwest::Client::new();
+    let ok = client
+        .get(format!("{}/chats/", first.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // A key in a URL must not reach the log either.
+    let refused = client
+        .get(format!("{}/chats/?key={key}", first.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert_eq!(
+        first.stderr().matches(&key).count(),
+        1,
+        "the key was printed more than once"
+    );
+
+    let mut second = start_process(&database_url, &mock, None);
+    let again = client
+        .get(format!("{}/chats/", second.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    assert!(!second.stderr().contains("sk_live_"), "{}", second.stderr());
+}
+
+#[tokio::test]
+async fn the_cli_migrates_creates_workspaces_and_prints_keys_that_work() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (database_url, _dir) = fresh_database().await;
+    let run = |args: &[&str]| {
+        let out = sluice_command(&database_url, &mock)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+
+    run(&["migrate"]);
+    let workspace = run(&["workspaces", "create", "acme"]);
+    let key = run(&[
+        "keys",
+        "create",
+        "--workspace",
+        "acme",
+        "--kind",
+        "secret",
+        "--name",
+        "ci",
+    ]);
+    let publishable = run(&[
+        "keys",
+        "create",
+        "--workspace",
+        &workspace,
+        "--kind",
+        "publishable",
+        "--origin",
+        "https://app.example",
+    ]);
+    let duplicate = sluice_command(&database_url, &mock)
+        .args(["workspaces", "create", "acme"])
+        .output()
+        .unwrap();
+
+    assert!(uuid::Uuid::parse_str(&workspace).is_ok(), "{workspace}");
+    assert!(key.starts_with("sk_live_") && key.len() == 40, "{key}");
+    assert!(publishable.starts_with("pk_live_"), "{publishable}");
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+    let mut process = start_process(&database_url, &mock, None);
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{}/chats/create", process.base))
+        .bearer_auth(&key)
+        .json(&json!({"name": "acme chat"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let listed: Vec<Value> = client
+        .get(format!("{}/chats/", process.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    process.child.kill().unwrap();
+    process.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_configuration_stops_the_start_with_a_message_naming_it() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (database_url, _dir) = fresh_database().await;
+
+    let auth_off_public = sluice_command(&database_url, &mock)
+        .env("SLUICE_AUTH", "off")
+        .env("SLUICE_LISTEN", "0.0.0.0:0")
+        .output()
+        .unwrap();
+    let bad_key = sluice_command(&database_url, &mock)
+        .env("OPENAI_API_KEY", "sk-abc\ndef")
+        .output()
+        .unwrap();
+
+    assert!(!auth_off_public.status.success());
+    assert!(String::from_utf8_lossy(&auth_off_public.stderr).contains("SLUICE_LISTEN"));
+    assert!(!bad_key.status.success());
+    let message = String::from_utf8_lossy(&bad_key.stderr);
+    assert!(message.contains("openai"), "{message}");
+    assert!(!message.contains("sk-abc"), "{message}");
+}

@@ -1,0 +1,14 @@
+//! One integration-test binary: every test boots the real server on port 0 against the mock
+//! upstream on port 0, and reads SSE as a client would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../examples/mock_upstream/mock.rs"]
+mod mock;
+
+mod helpers;
+
+mod auth;
+mod chats;
+mod faults;
+mod inference;
+mod lifecycle;
