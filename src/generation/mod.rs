@@ -201,15 +201,18 @@ impl Hub {
         self.running().remove(&question_id);
     }
 
-    /// Cancels the running generation of a chat, if any, and returns it.
-    pub fn stop_chat(&self, chat_id: Uuid) -> Option<Arc<Live>> {
-        let live = self
+    /// Cancels every running generation of a chat and returns them.
+    pub fn stop_chat(&self, chat_id: Uuid) -> Vec<Arc<Live>> {
+        let lives: Vec<Arc<Live>> = self
             .running()
             .values()
-            .find(|l| l.chat_id == chat_id)
-            .cloned()?;
-        live.cancel(CancelReason::Stop);
-        Some(live)
+            .filter(|l| l.chat_id == chat_id)
+            .cloned()
+            .collect();
+        for live in &lives {
+            live.cancel(CancelReason::Stop);
+        }
+        lives
     }
 
     /// Writes the running text of every generation that grew, in one transaction.

@@ -16,7 +16,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::config::AuthMode;
 use crate::service::Services;
@@ -53,7 +53,10 @@ pub fn router(state: AppState) -> Router {
                     header::COOKIE,
                     HeaderName::from_static("x-api-key"),
                 ]))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                .layer(
+                    TraceLayer::new_for_http()
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+                        .make_span_with(|req: &Request<_>| {
                     let request_id = req
                         .headers()
                         .get(REQUEST_ID)
@@ -65,7 +68,8 @@ pub fn router(state: AppState) -> Router {
                         path = %req.uri().path(),
                         request_id = %request_id,
                     )
-                }))
+                        }),
+                )
                 .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
                     tracing::error!("a request handler panicked");
                     (

@@ -125,7 +125,7 @@ impl Services {
     /// Deletes a chat and everything in it. A running answer is stopped first.
     pub async fn delete_chat(&self, who: &Principal, id: Uuid) -> Result<chat::Model> {
         let chat = self.chat(who, id).await?;
-        if let Some(live) = self.hub.stop_chat(chat.id) {
+        for live in self.hub.stop_chat(chat.id) {
             live.wait_finished().await;
         }
         self.store
@@ -265,10 +265,18 @@ impl Services {
     /// Stops the running answer of a chat and waits until its partial text is saved.
     pub async fn stop(&self, who: &Principal, chat_id: Uuid) -> Result<StopOutcome> {
         let chat = self.chat(who, chat_id).await?;
-        let stopped = match self.hub.stop_chat(chat.id) {
-            Some(live) => Some(live.wait_finished().await),
-            None => None,
-        };
+        // A chat normally has one running answer; if several questions are being answered at
+        // once, all stop, and the newest answer is reported.
+        let mut stopped = None;
+        for live in self.hub.stop_chat(chat.id) {
+            let done = live.wait_finished().await;
+            if stopped
+                .as_ref()
+                .is_none_or(|s: &Arc<Finished>| s.message.seq < done.message.seq)
+            {
+                stopped = Some(done);
+            }
+        }
         Ok(StopOutcome {
             chat_id: chat.id,
             stopped,

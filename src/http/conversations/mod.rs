@@ -19,7 +19,6 @@ pub const PUBLISHABLE_ENDPOINTS: &[&str] = &[
     "POST /conversations/create",
     "GET /conversations/?chat_id=",
     "GET /conversations/inference/{id}",
-    "GET /conversations/inference_internet/{id}",
 ];
 
 pub fn router() -> Router<AppState> {
