@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{LineBreaks, MessageStatus, StreamFailure, Usage};
+use crate::providers::ToolCallDelta;
 
-/// How an answer ended, with the saved assistant row.
+/// How an answer ended, with the saved assistant row (none for answers that are not stored).
 #[derive(Clone, Debug)]
 pub struct Finished {
-    pub message: message::Model,
+    pub message: Option<message::Model>,
     pub status: MessageStatus,
     pub finish_reason: Option<String>,
     pub usage: Usage,
@@ -32,6 +33,10 @@ pub enum GenEvent {
     Delta {
         text: String,
         end: usize,
+    },
+    ToolCall {
+        call: ToolCallDelta,
+        offset: usize,
     },
     Error {
         failure: StreamFailure,
@@ -47,13 +52,22 @@ pub enum CancelReason {
     Stop,
     /// The server is shutting down: the partial answer is saved as `incomplete`.
     Shutdown,
+    /// The only reader went away and nobody can resume (the `/v1` dialect).
+    ReaderGone,
+}
+
+/// Something in the log besides text, at the text offset where it happened.
+#[derive(Clone, Debug)]
+enum Mark {
+    Failure(StreamFailure),
+    ToolCall(ToolCallDelta),
 }
 
 #[derive(Debug, Default)]
 struct State {
     text: String,
     sources: Option<Arc<Value>>,
-    failures: Vec<(usize, StreamFailure)>,
+    marks: Vec<(usize, Mark)>,
     finished: Option<Arc<Finished>>,
     checkpointed: usize,
     cancel_reason: Option<CancelReason>,
@@ -65,6 +79,8 @@ pub struct Live {
     pub message_id: Uuid,
     pub chat_id: Uuid,
     pub question_id: Uuid,
+    /// Whether the text is checkpointed to a message row.
+    pub persisted: bool,
     state: Mutex<State>,
     version: watch::Sender<u64>,
     cancel: CancellationToken,
@@ -76,6 +92,7 @@ impl Live {
             message_id,
             chat_id,
             question_id,
+            persisted: true,
             state: Mutex::new(State::default()),
             version: watch::Sender::new(0),
             cancel: CancellationToken::new(),
@@ -99,11 +116,11 @@ impl Live {
             st.sources = row.sources.clone().map(Arc::new);
             if let Some(failure) = error.filter(|_| status != MessageStatus::Complete) {
                 let at = st.text.len();
-                st.failures.push((at, failure));
+                st.marks.push((at, Mark::Failure(failure)));
             }
             st.finished = Some(Arc::new(Finished {
                 finish_reason: row.finish_reason.clone(),
-                message: row,
+                message: Some(row),
                 status,
                 usage,
             }));
@@ -136,12 +153,34 @@ impl Live {
         self.bump();
     }
 
-    pub(crate) fn fail(&self, failure: StreamFailure) {
+    /// An ephemeral log: nothing is checkpointed.
+    pub(crate) fn ephemeral(id: Uuid) -> Self {
+        Self {
+            persisted: false,
+            ..Self::new(id, Uuid::nil(), id)
+        }
+    }
+
+    fn mark(&self, mark: Mark) {
         {
             let mut st = self.lock();
             let at = st.text.len();
-            st.failures.push((at, failure));
+            st.marks.push((at, mark));
         }
+        self.bump();
+    }
+
+    pub(crate) fn fail(&self, failure: StreamFailure) {
+        self.mark(Mark::Failure(failure));
+    }
+
+    pub(crate) fn tool_call(&self, call: ToolCallDelta) {
+        self.mark(Mark::ToolCall(call));
+    }
+
+    /// Appends upstream text exactly as it came (dialects that store nothing relay it unchanged).
+    pub(crate) fn append_raw(&self, chunk: &str) {
+        self.lock().text.push_str(chunk);
         self.bump();
     }
 
@@ -155,7 +194,10 @@ impl Live {
         let st = self.lock();
         (
             st.text.clone(),
-            st.failures.last().map(|(_, f)| f.clone()),
+            st.marks.iter().rev().find_map(|(_, m)| match m {
+                Mark::Failure(f) => Some(f.clone()),
+                Mark::ToolCall(_) => None,
+            }),
             st.sources.clone(),
         )
     }
@@ -188,7 +230,7 @@ impl Live {
     /// The text to checkpoint, if it grew since the last one.
     pub(crate) fn checkpoint_due(&self) -> Option<(usize, String)> {
         let st = self.lock();
-        (st.finished.is_none() && st.text.len() > st.checkpointed)
+        (self.persisted && st.finished.is_none() && st.text.len() > st.checkpointed)
             .then(|| (st.text.len(), st.text.clone()))
     }
 
@@ -234,14 +276,14 @@ pub struct Subscription {
     rx: watch::Receiver<u64>,
     offset: usize,
     sources_sent: bool,
-    failures_sent: usize,
+    marks_sent: usize,
     ended: bool,
 }
 
 impl Subscription {
     pub fn new(live: Arc<Live>, start: StartAt) -> Result<Self, ResumeError> {
         let rx = live.version.subscribe();
-        let (offset, sources_sent, failures_sent) = match start {
+        let (offset, sources_sent, marks_sent) = match start {
             StartAt::Beginning => (0, false, 0),
             StartAt::Offset(offset) => {
                 let st = live.lock();
@@ -251,8 +293,8 @@ impl Subscription {
                 if !st.text.is_char_boundary(offset) {
                     return Err(ResumeError::InsideCharacter);
                 }
-                let failures = st.failures.iter().filter(|(at, _)| *at <= offset).count();
-                (offset, true, failures)
+                let marks = st.marks.iter().filter(|(at, _)| *at <= offset).count();
+                (offset, true, marks)
             }
         };
         Ok(Self {
@@ -260,7 +302,7 @@ impl Subscription {
             rx,
             offset,
             sources_sent,
-            failures_sent,
+            marks_sent,
             ended: false,
         })
     }
@@ -300,19 +342,25 @@ impl Subscription {
             self.sources_sent = true;
             return Some(GenEvent::Sources(sources.clone()));
         }
-        let next_failure = st.failures.get(self.failures_sent);
-        let limit = next_failure.map_or(st.text.len(), |(at, _)| *at);
+        let next_mark = st.marks.get(self.marks_sent);
+        let limit = next_mark.map_or(st.text.len(), |(at, _)| *at);
         if limit > self.offset {
             let text = st.text[self.offset..limit].to_owned();
             self.offset = limit;
             self.sources_sent = true;
             return Some(GenEvent::Delta { text, end: limit });
         }
-        if let Some((at, failure)) = next_failure {
-            self.failures_sent += 1;
-            return Some(GenEvent::Error {
-                failure: failure.clone(),
-                offset: *at,
+        if let Some((at, mark)) = next_mark {
+            self.marks_sent += 1;
+            return Some(match mark {
+                Mark::Failure(failure) => GenEvent::Error {
+                    failure: failure.clone(),
+                    offset: *at,
+                },
+                Mark::ToolCall(call) => GenEvent::ToolCall {
+                    call: call.clone(),
+                    offset: *at,
+                },
             });
         }
         if let Some(done) = &st.finished {

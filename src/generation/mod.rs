@@ -19,9 +19,9 @@ use uuid::Uuid;
 
 pub use live::{CancelReason, Finished, GenEvent, Live, ResumeError, StartAt, Subscription};
 
-use crate::domain::{PromptMessage, Role, StreamFailure, Usage};
+use crate::domain::{PromptMessage, Role, StreamFailure};
 use crate::error::{Error, Result};
-use crate::providers::{ChatRequest, Providers};
+use crate::providers::{ChatRequest, Providers, Resolved};
 use crate::store::{NewGeneration, Store, is_unique_violation};
 
 /// Limits the hub applies to every generation.
@@ -171,26 +171,52 @@ impl Hub {
         };
         let live = Arc::new(Live::new(row.id, chat.id, question.id));
         self.running().insert(question.id, live.clone());
-        let prompt_estimate = messages
-            .iter()
-            .map(|m| Usage::estimate_tokens(&m.content))
-            .sum();
-        let request = ChatRequest {
-            model: resolved.model.clone(),
-            messages,
-            temperature: chat.temperature,
-            top_p: chat.top_p,
-            max_tokens: chat.max_tokens.and_then(|t| u32::try_from(t).ok()),
-        };
+        let request = ChatRequest::from_prompt(
+            resolved.model.clone(),
+            &messages,
+            chat.temperature,
+            chat.top_p,
+            chat.max_tokens.and_then(|t| u32::try_from(t).ok()),
+        );
         let job = task::Job {
             hub: self.clone(),
             live: live.clone(),
-            row,
-            generation_id: generation.id,
+            persist: task::Persist::Answer {
+                row,
+                generation_id: generation.id,
+            },
+            normalize: true,
             workspace_id,
+            prompt_estimate: request.estimate_prompt_tokens(),
             resolved,
             request,
-            prompt_estimate,
+        };
+        self.tasks.spawn(task::run(job));
+        Ok(live)
+    }
+
+    /// Starts a generation whose text is not stored (the `/v1` dialect): the log lives while
+    /// it is read, the usage is charged to the workspace, and its reader may cancel it.
+    pub fn start_ephemeral(
+        self: &Arc<Self>,
+        workspace_id: Uuid,
+        resolved: Resolved,
+        request: ChatRequest,
+    ) -> Result<Arc<Live>> {
+        if self.closing.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
+        let live = Arc::new(Live::ephemeral(Uuid::new_v4()));
+        self.running().insert(live.question_id, live.clone());
+        let job = task::Job {
+            hub: self.clone(),
+            live: live.clone(),
+            persist: task::Persist::UsageOnly,
+            normalize: false,
+            workspace_id,
+            prompt_estimate: request.estimate_prompt_tokens(),
+            resolved,
+            request,
         };
         self.tasks.spawn(task::run(job));
         Ok(live)

@@ -13,11 +13,23 @@ use crate::domain::{LineBreaks, MessageStatus, StreamFailure, Usage};
 use crate::providers::{ChatRequest, ProviderError, Resolved, StreamEvent};
 use crate::store::FinishRecord;
 
+/// What a finished generation writes.
+pub(super) enum Persist {
+    /// The answer row and its generation (the conversation dialects).
+    Answer {
+        row: message::Model,
+        generation_id: Uuid,
+    },
+    /// A usage record only (the `/v1` dialect, which stores no text).
+    UsageOnly,
+}
+
 pub(super) struct Job {
     pub hub: Arc<Hub>,
     pub live: Arc<Live>,
-    pub row: message::Model,
-    pub generation_id: Uuid,
+    pub persist: Persist,
+    /// Normalise line breaks (stored text) or relay the model's text unchanged.
+    pub normalize: bool,
     pub workspace_id: Uuid,
     pub resolved: Resolved,
     pub request: ChatRequest,
@@ -50,6 +62,7 @@ pub(super) async fn run(job: Job) {
             (status, None, Some(failure))
         }
         Outcome::Cancelled(CancelReason::Stop) => (MessageStatus::Cancelled, None, None),
+        Outcome::Cancelled(CancelReason::ReaderGone) => (MessageStatus::Incomplete, None, None),
         Outcome::Cancelled(CancelReason::Shutdown) => (
             MessageStatus::Incomplete,
             None,
@@ -67,25 +80,36 @@ pub(super) async fn run(job: Job) {
         // Saturating float-to-int conversion: prices are small, tokens bounded.
         micros.round() as i64
     });
-    let record = FinishRecord {
-        workspace_id: job.workspace_id,
-        chat_id: job.row.chat_id,
-        message_id: job.row.id,
-        generation_id: job.generation_id,
-        content: text,
-        status,
-        finish_reason: finish_reason.clone(),
-        provider: job.resolved.provider.name().to_owned(),
-        model: job.resolved.model.clone(),
-        usage,
-        cost_micros,
-        error: failure,
+    let provider = job.resolved.provider.name().to_owned();
+    let model = job.resolved.model.clone();
+    let bytes = text.len();
+    let saved = match &job.persist {
+        Persist::Answer { row, generation_id } => {
+            let record = FinishRecord {
+                workspace_id: job.workspace_id,
+                chat_id: row.chat_id,
+                message_id: row.id,
+                generation_id: *generation_id,
+                content: text,
+                status,
+                finish_reason: finish_reason.clone(),
+                provider,
+                model,
+                usage,
+                cost_micros,
+                error: failure,
+            };
+            Some(save(&job, row, &record, sources).await)
+        }
+        Persist::UsageOnly => {
+            record_usage(&job, &provider, &model, usage, cost_micros).await;
+            None
+        }
     };
-    let saved = save(&job, &record, sources).await;
     tracing::info!(
         message_id = %job.live.message_id,
         status = status.as_str(),
-        bytes = record.content.len(),
+        bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "generation finished"
     );
@@ -157,7 +181,15 @@ async fn relay(job: &Job) -> (Outcome, Option<Usage>) {
             }
             Ok(Some(Err(e))) => return (Outcome::Failed(e), usage),
             Ok(Some(Ok(StreamEvent::Delta(text)))) => {
-                live.append(&mut breaks, &text);
+                if job.normalize {
+                    live.append(&mut breaks, &text);
+                } else {
+                    live.append_raw(&text);
+                }
+                got_text = true;
+            }
+            Ok(Some(Ok(StreamEvent::ToolCall(call)))) => {
+                live.tool_call(call);
                 got_text = true;
             }
             Ok(Some(Ok(StreamEvent::Usage(u)))) => usage = Some(u),
@@ -176,6 +208,7 @@ fn cancelled(live: &Live) -> Outcome {
 /// because of a transient error. Falls back to the in-memory row so readers still get `done`.
 async fn save(
     job: &Job,
+    row: &message::Model,
     record: &FinishRecord,
     sources: Option<Arc<serde_json::Value>>,
 ) -> message::Model {
@@ -201,6 +234,26 @@ async fn save(
         cost_micros: Some(record.cost_micros),
         sources: sources.map(|s| (*s).clone()),
         updated_at: crate::store::now(),
-        ..job.row.clone()
+        ..row.clone()
+    }
+}
+
+/// Charges an unstored answer's usage to the workspace, retrying a failing database a while.
+async fn record_usage(job: &Job, provider: &str, model: &str, usage: Usage, cost_micros: i64) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=8 {
+        match job
+            .hub
+            .store
+            .record_usage(job.workspace_id, provider, model, usage, cost_micros)
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(attempt, error = %e, "recording usage failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }

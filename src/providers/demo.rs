@@ -5,8 +5,19 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent};
-use crate::domain::{Role, Usage};
+use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent, message_text};
+use crate::domain::Usage;
+
+/// Request fields the echo can take (and ignore without changing what it promises).
+const DEMO_PARAMS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "user",
+];
 
 pub const DEMO_MODEL: &str = "demo";
 
@@ -30,24 +41,24 @@ impl Provider for DemoProvider {
         DEMO_MODEL
     }
 
+    fn accepts(&self, param: &str) -> bool {
+        DEMO_PARAMS.contains(&param)
+    }
+
     async fn stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
         let question = request
             .messages
             .iter()
             .rev()
-            .find(|m| m.role == Role::User)
-            .map(|m| m.content.as_str())
+            .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
+            .map(message_text)
             .unwrap_or_default();
         let text = format!(
             "This is sluice's built-in demo model: no upstream provider is configured, so I \
              echo what you said. Set OPENAI_API_KEY (or another provider) for real answers.\n\n\
              You said: {question}"
         );
-        let prompt_tokens = request
-            .messages
-            .iter()
-            .map(|m| Usage::estimate_tokens(&m.content))
-            .sum::<u32>();
+        let prompt_tokens = request.estimate_prompt_tokens();
         let completion_tokens = Usage::estimate_tokens(&text);
         // Split after each space so that the pieces concatenate to the exact text.
         let pieces: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();

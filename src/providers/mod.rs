@@ -9,6 +9,7 @@ mod openai;
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
+use serde_json::{Map, Value, json};
 
 use crate::config::{Price, ProviderSettings, Settings, UpstreamTimeouts};
 use crate::domain::{PromptMessage, Usage};
@@ -16,14 +17,77 @@ use crate::domain::{PromptMessage, Usage};
 pub use demo::{DEMO_MODEL, DemoProvider};
 pub use openai::OpenAiCompatible;
 
-/// What the core asks of a provider.
+/// What the core asks of a provider, in OpenAI's wire vocabulary (every provider is
+/// OpenAI-compatible), so that a dialect can relay a client's request faithfully.
 #[derive(Clone, Debug)]
 pub struct ChatRequest {
     pub model: String,
-    pub messages: Vec<PromptMessage>,
-    pub temperature: Option<f64>,
-    pub top_p: Option<f64>,
-    pub max_tokens: Option<u32>,
+    /// Messages as OpenAI's chat API takes them.
+    pub messages: Vec<Value>,
+    /// Every other request field (`temperature`, `tools`, `stop`, …), relayed as given. The
+    /// provider adds `stream` and `stream_options` itself.
+    pub params: Map<String, Value>,
+}
+
+impl ChatRequest {
+    /// A request from plain role/content messages and the chat's sampling settings.
+    pub fn from_prompt(
+        model: String,
+        messages: &[PromptMessage],
+        temperature: Option<f64>,
+        top_p: Option<f64>,
+        max_tokens: Option<u32>,
+    ) -> Self {
+        let messages = messages
+            .iter()
+            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+            .collect();
+        let mut params = Map::new();
+        if let Some(t) = temperature {
+            params.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = top_p {
+            params.insert("top_p".into(), json!(p));
+        }
+        if let Some(m) = max_tokens {
+            params.insert("max_tokens".into(), json!(m));
+        }
+        Self {
+            model,
+            messages,
+            params,
+        }
+    }
+
+    /// A rough token count of the prompt, for when the provider reports no usage.
+    pub fn estimate_prompt_tokens(&self) -> u32 {
+        self.messages
+            .iter()
+            .map(|m| Usage::estimate_tokens(&message_text(m)))
+            .sum()
+    }
+}
+
+/// The text of a message whose content is a string or an array of content parts.
+pub fn message_text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// One piece of a streamed tool call; pieces with the same `index` belong together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 /// One item of a provider's answer stream.
@@ -31,6 +95,8 @@ pub struct ChatRequest {
 pub enum StreamEvent {
     /// Text, exactly as the model produced it.
     Delta(String),
+    /// A piece of a tool call.
+    ToolCall(ToolCallDelta),
     /// Token counts reported by the provider.
     Usage(Usage),
     /// The model finished, with its (normalised) reason. More `Usage` may follow.
@@ -117,6 +183,11 @@ fn truncate(s: &str, max: usize) -> &str {
 pub trait Provider: Send + Sync + 'static {
     /// The name clients use (`openai`, `groq`, … or `demo`).
     fn name(&self) -> &str;
+    /// Whether the provider can honour this request field; a field it cannot is refused with a
+    /// 400 naming it rather than silently dropped.
+    fn accepts(&self, _param: &str) -> bool {
+        true
+    }
     /// Starts a streaming completion. Errors before the first byte of the answer come back here;
     /// later ones arrive in the stream.
     async fn stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError>;

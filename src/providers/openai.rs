@@ -10,7 +10,7 @@ use futures::StreamExt;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent};
+use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent, ToolCallDelta};
 use crate::config::ProviderSettings;
 use crate::domain::Usage;
 
@@ -52,28 +52,14 @@ impl OpenAiCompatible {
     }
 }
 
-fn request_body(request: &ChatRequest) -> Value {
-    let messages: Vec<Value> = request
-        .messages
-        .iter()
-        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
-        .collect();
-    let mut body = json!({
-        "model": request.model,
-        "messages": messages,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    if let Some(t) = request.temperature {
-        body["temperature"] = json!(t);
-    }
-    if let Some(p) = request.top_p {
-        body["top_p"] = json!(p);
-    }
-    if let Some(m) = request.max_tokens {
-        body["max_tokens"] = json!(m);
-    }
-    body
+fn request_body(request: ChatRequest) -> Value {
+    let mut body = request.params;
+    body.insert("model".into(), json!(request.model));
+    body.insert("messages".into(), Value::Array(request.messages));
+    // Always stream and always ask for usage: the core needs both, whatever the client asked.
+    body.insert("stream".into(), json!(true));
+    body.insert("stream_options".into(), json!({"include_usage": true}));
+    Value::Object(body)
 }
 
 fn map_error(error: OpenAIError) -> ProviderError {
@@ -131,6 +117,26 @@ fn chunk_events(chunk: Value, out: &mut Vec<Result<StreamEvent, ProviderError>>)
         {
             out.push(Ok(StreamEvent::Delta(content.to_owned())));
         }
+        if let Some(calls) = choice
+            .get("delta")
+            .and_then(|d| d.get("tool_calls"))
+            .and_then(Value::as_array)
+        {
+            for (position, call) in calls.iter().enumerate() {
+                let function = call.get("function");
+                let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+                out.push(Ok(StreamEvent::ToolCall(ToolCallDelta {
+                    index: call
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .and_then(|i| u32::try_from(i).ok())
+                        .unwrap_or(u32::try_from(position).unwrap_or(0)),
+                    id: text(call.get("id")).filter(|id| !id.is_empty()),
+                    name: text(function.and_then(|f| f.get("name"))).filter(|n| !n.is_empty()),
+                    arguments: text(function.and_then(|f| f.get("arguments"))).unwrap_or_default(),
+                })));
+            }
+        }
         if let Some(reason) = choice.get("finish_reason").and_then(finish_reason) {
             out.push(Ok(StreamEvent::Done {
                 finish_reason: reason,
@@ -179,7 +185,7 @@ impl Provider for OpenAiCompatible {
         let upstream = self
             .client
             .chat()
-            .create_stream_byot::<Value, Value>(request_body(&request))
+            .create_stream_byot::<Value, Value>(request_body(request))
             .await
             .map_err(map_error)?;
         // A chunk whose finish_reason is "" right before a clean end is how some servers say
@@ -202,7 +208,9 @@ impl Provider for OpenAiCompatible {
                             // Text after an empty finish_reason means it was not the end after all.
                             if empty_finish {
                                 ends.last_empty_finish = true;
-                            } else if out.iter().any(|e| matches!(e, Ok(StreamEvent::Delta(_)))) {
+                            } else if out.iter().any(|e| {
+                                matches!(e, Ok(StreamEvent::Delta(_) | StreamEvent::ToolCall(_)))
+                            }) {
                                 ends.last_empty_finish = false;
                             }
                             ends.finished |= out

@@ -272,7 +272,7 @@ impl Services {
             let done = live.wait_finished().await;
             if stopped
                 .as_ref()
-                .is_none_or(|s: &Arc<Finished>| s.message.seq < done.message.seq)
+                .is_none_or(|s: &Arc<Finished>| seq(s) < seq(&done))
             {
                 stopped = Some(done);
             }
@@ -282,6 +282,10 @@ impl Services {
             stopped,
         })
     }
+}
+
+fn seq(done: &Finished) -> i64 {
+    done.message.as_ref().map_or(0, |m| m.seq)
 }
 
 fn normalise_line_breaks(content: String) -> String {

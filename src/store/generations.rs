@@ -178,6 +178,50 @@ impl Store {
         Ok(saved)
     }
 
+    /// Charges usage that belongs to no stored message (the `/v1` dialect).
+    pub async fn record_usage(
+        &self,
+        workspace_id: Uuid,
+        provider: &str,
+        model: &str,
+        usage: Usage,
+        cost_micros: i64,
+    ) -> Result<(), DbErr> {
+        if usage.total_tokens == 0 {
+            return Ok(());
+        }
+        let tokens = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        usage_record::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            workspace_id: Set(workspace_id),
+            chat_id: Set(None),
+            message_id: Set(None),
+            provider: Set(provider.to_owned()),
+            model: Set(model.to_owned()),
+            prompt_tokens: Set(tokens(usage.prompt_tokens)),
+            completion_tokens: Set(tokens(usage.completion_tokens)),
+            estimated: Set(usage.estimated),
+            cost_micros: Set(cost_micros),
+            created_at: Set(now()),
+        }
+        .insert(&self.db)
+        .await
+        .map(|_| ())
+    }
+
+    /// Usage records of a workspace, newest last.
+    pub async fn usage_records(
+        &self,
+        workspace_id: Uuid,
+    ) -> Result<Vec<usage_record::Model>, DbErr> {
+        use sea_orm::QueryOrder;
+        usage_record::Entity::find()
+            .filter(usage_record::Column::WorkspaceId.eq(workspace_id))
+            .order_by_asc(usage_record::Column::CreatedAt)
+            .all(&self.db)
+            .await
+    }
+
     /// Marks answers left `streaming` by a crash as `incomplete` (their checkpointed text kept).
     pub async fn recover_interrupted(&self) -> Result<u64, DbErr> {
         let at = now();

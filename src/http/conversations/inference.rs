@@ -62,13 +62,20 @@ pub async fn inference(
 fn events(subscription: Subscription) -> impl futures::Stream<Item = Event> + Send + 'static {
     let message_id = subscription.message_id();
     futures::stream::unfold(subscription, move |mut sub| async move {
-        let event = sub.next().await?;
-        Some((to_sse(message_id, event), sub))
+        loop {
+            let event = sub.next().await?;
+            if let Some(sse) = to_sse(message_id, event) {
+                return Some((sse, sub));
+            }
+        }
     })
 }
 
-fn to_sse(message_id: Uuid, event: GenEvent) -> Event {
-    match event {
+/// The SSE event for a core event; `None` for what this dialect does not show.
+fn to_sse(message_id: Uuid, event: GenEvent) -> Option<Event> {
+    Some(match event {
+        // The conversations API sends no tools upstream, so this is never expected here.
+        GenEvent::ToolCall { .. } => return None,
         GenEvent::Delta { text, end } => Event::default()
             .id(format!("{message_id}:{end}"))
             .data(text),
@@ -82,7 +89,7 @@ fn to_sse(message_id: Uuid, event: GenEvent) -> Event {
             .data(json!({"code": failure.code, "message": failure.message}).to_string()),
         GenEvent::Done(done) => {
             let body = json!({
-                "conversation": ConversationDto::from(&done.message),
+                "conversation": done.message.as_ref().map(ConversationDto::from),
                 "status": done.status.as_str(),
                 "finish_reason": done.finish_reason,
                 "usage": done.usage,
@@ -92,7 +99,7 @@ fn to_sse(message_id: Uuid, event: GenEvent) -> Event {
                 .id(format!("{message_id}:done"))
                 .data(body.to_string())
         }
-    }
+    })
 }
 
 pub async fn stop(
@@ -107,7 +114,7 @@ pub async fn stop(
             "chat_id": outcome.chat_id,
             "stopped": true,
             "status": done.status.as_str(),
-            "conversation": ConversationDto::from(&done.message),
+            "conversation": done.message.as_ref().map(ConversationDto::from),
         }),
         None => json!({
             "chat_id": outcome.chat_id,
