@@ -113,6 +113,8 @@ pub struct Settings {
     /// How long a shutdown waits for running generations before saving them as `incomplete`.
     pub shutdown_grace: Duration,
     pub limits: Limits,
+    /// Other names for models: alias → `provider/model`.
+    pub aliases: BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -132,6 +134,7 @@ impl Settings {
             checkpoint_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
+            aliases: BTreeMap::new(),
         }
     }
 
@@ -277,6 +280,7 @@ impl Settings {
         }
 
         settings.providers = resolve_providers(file.providers, env, settings.upstream)?;
+        settings.aliases = file.aliases;
         settings.validate()?;
         Ok(settings)
     }
@@ -350,6 +354,9 @@ pub struct FileConfig {
     pub limits: Option<FileLimits>,
     #[serde(default)]
     pub providers: Vec<FileProvider>,
+    /// Other names for models: `fast = "groq/llama-3.3-70b-versatile"`.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

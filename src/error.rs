@@ -10,6 +10,9 @@ pub enum Error {
     /// The object does not exist, or belongs to another workspace (indistinguishable on purpose).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// No configured provider serves this model.
+    #[error("the model `{0}` does not exist or is not served here")]
+    ModelNotFound(String),
     /// Malformed input: a bad id, a bad query parameter, a malformed body.
     #[error("{message}")]
     BadRequest {
@@ -69,6 +72,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::NotFound(_) => "not_found",
+            Error::ModelNotFound(_) => "model_not_found",
             Error::BadRequest { .. } => "bad_request",
             Error::Unprocessable { .. } => "validation_error",
             Error::Unauthenticated | Error::UnauthenticatedBecause(_) => "unauthorized",

@@ -124,6 +124,9 @@ pub struct PromptMessage {
 pub struct StreamFailure {
     pub code: String,
     pub message: String,
+    /// The upstream's HTTP status, when it refused the request (a dialect may mirror it).
+    #[serde(skip)]
+    pub upstream_status: Option<u16>,
 }
 
 impl StreamFailure {
@@ -131,6 +134,7 @@ impl StreamFailure {
         Self {
             code: code.into(),
             message: message.into(),
+            upstream_status: None,
         }
     }
 }

@@ -182,7 +182,7 @@ impl Hub {
             hub: self.clone(),
             live: live.clone(),
             persist: task::Persist::Answer {
-                row,
+                row: Box::new(row),
                 generation_id: generation.id,
             },
             normalize: true,

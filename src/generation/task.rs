@@ -17,7 +17,7 @@ use crate::store::FinishRecord;
 pub(super) enum Persist {
     /// The answer row and its generation (the conversation dialects).
     Answer {
-        row: message::Model,
+        row: Box<message::Model>,
         generation_id: Uuid,
     },
     /// A usage record only (the `/v1` dialect, which stores no text).
@@ -52,7 +52,10 @@ pub(super) async fn run(job: Job) {
         Outcome::Finished(reason) => (MessageStatus::Complete, Some(reason), None),
         Outcome::Failed(error) => {
             tracing::warn!(message_id = %job.live.message_id, error = %error, "generation failed");
-            let failure = StreamFailure::new(error.code(), error.public_message());
+            let mut failure = StreamFailure::new(error.code(), error.public_message());
+            if let ProviderError::Status { status, .. } = &error {
+                failure.upstream_status = Some(*status);
+            }
             job.live.fail(failure.clone());
             let status = if text.is_empty() {
                 MessageStatus::Failed

@@ -2,6 +2,7 @@
 
 pub mod conversations;
 pub mod extract;
+pub mod openai;
 mod ops;
 pub mod sse;
 
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(conversations::router())
+        .nest("/v1", openai::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -205,6 +205,7 @@ pub struct Resolved {
 /// Every configured provider, and the rules that pick one for a request.
 pub struct Providers {
     entries: Vec<(Arc<dyn Provider>, ProviderSettings)>,
+    aliases: std::collections::BTreeMap<String, String>,
     default: Option<(usize, String)>,
     demo: Option<Arc<dyn Provider>>,
 }
@@ -218,7 +219,35 @@ impl Providers {
             })?;
             entries.push((Arc::new(provider), p.clone()));
         }
-        Self::new(entries, settings.default_model.as_deref())
+        let mut registry = Self::new(entries, settings.default_model.as_deref())?;
+        registry.set_aliases(settings.aliases.clone())?;
+        Ok(registry)
+    }
+
+    /// Adds model aliases; each must name a model this registry can serve.
+    pub fn set_aliases(
+        &mut self,
+        aliases: std::collections::BTreeMap<String, String>,
+    ) -> Result<(), crate::config::ConfigError> {
+        for (alias, target) in &aliases {
+            if self.resolve_model(target).is_none() {
+                return Err(crate::config::ConfigError::Invalid(format!(
+                    "alias `{alias}` names `{target}`, which no configured provider serves"
+                )));
+            }
+        }
+        self.aliases = aliases;
+        Ok(())
+    }
+
+    /// Resolves a model id as OpenAI clients send it: `provider/model`, a listed model name, or
+    /// an alias.
+    pub fn resolve_model(&self, id: &str) -> Option<Resolved> {
+        let id = self.aliases.get(id).map_or(id, String::as_str);
+        if id.is_empty() {
+            return None;
+        }
+        self.resolve(None, Some(id))
     }
 
     /// Builds the registry from ready providers (tests and embedders use this directly).
@@ -233,6 +262,7 @@ impl Providers {
         };
         let mut registry = Self {
             entries,
+            aliases: std::collections::BTreeMap::new(),
             default: None,
             demo,
         };

@@ -12,3 +12,5 @@ mod chats;
 mod faults;
 mod inference;
 mod lifecycle;
+mod openai;
+mod openai_sdk;

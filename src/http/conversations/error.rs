@@ -26,7 +26,7 @@ impl From<sea_orm::DbErr> for ConvError {
 /// The one place where this dialect maps errors to status codes.
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
-        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::NotFound(_) | Error::ModelNotFound(_) => StatusCode::NOT_FOUND,
         Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
         Error::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Error::Unauthenticated | Error::UnauthenticatedBecause(_) => StatusCode::UNAUTHORIZED,

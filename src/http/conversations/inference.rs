@@ -55,6 +55,7 @@ pub async fn inference(
             events(subscription),
             state.services.hub.closing().clone(),
             state.keepalive,
+            crate::http::sse::retry_event(),
         )),
     }
 }

@@ -1,0 +1,308 @@
+//! `POST /v1/chat/completions`, streaming and not, on the shared generation core.
+//!
+//! Headers wait for the first event, so that a request the upstream refuses (or cannot be
+//! reached for) is an HTTP error the SDKs turn into their own exception types. Once streaming,
+//! a failure ends the stream with an error object and no `[DONE]`: a truncated answer never
+//! looks complete. Nobody can resume a `/v1` stream, so a client that leaves cancels the
+//! upstream request; its usage is still recorded.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::error::{OpenAiError, failure_chunk, failure_response};
+use super::request;
+use crate::domain::MessageStatus;
+use crate::generation::{CancelReason, Finished, GenEvent, Live, StartAt, Subscription};
+use crate::http::AppState;
+use crate::http::extract::{Auth, JsonBody};
+use crate::providers::ToolCallDelta;
+
+/// Reads a generation for one client and cancels it if the client goes away first.
+struct Reader {
+    sub: Subscription,
+    finished: bool,
+}
+
+impl Reader {
+    fn new(live: Arc<Live>) -> Result<Self, OpenAiError> {
+        let sub = Subscription::new(live, StartAt::Beginning)
+            .map_err(|_| OpenAiError(crate::Error::Internal("cannot read a new log".into())))?;
+        Ok(Self {
+            sub,
+            finished: false,
+        })
+    }
+
+    async fn next(&mut self) -> Option<GenEvent> {
+        let event = self.sub.next().await;
+        if matches!(event, None | Some(GenEvent::Done(_))) {
+            self.finished = true;
+        }
+        event
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.sub.live().cancel(CancelReason::ReaderGone);
+        }
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Auth(who, _): Auth<OpenAiError>,
+    JsonBody(body, _): JsonBody<Value, OpenAiError>,
+) -> Result<Response, OpenAiError> {
+    let parsed = request::parse(body)?;
+    let shape = Shape {
+        id: String::new(),
+        created: chrono::Utc::now().timestamp(),
+        model: parsed.input.model.clone(),
+    };
+    let live = state.services.start_completion(&who, parsed.input)?;
+    let shape = Shape {
+        id: format!("chatcmpl-{}", live.message_id.simple()),
+        ..shape
+    };
+    let mut reader = Reader::new(live)?;
+    let first = reader.next().await;
+    if let Some(GenEvent::Error { failure, .. }) = &first {
+        return Ok(failure_response(failure));
+    }
+    if !parsed.stream {
+        return Ok(collect(reader, first, shape).await);
+    }
+    let writer = ChunkWriter {
+        shape,
+        include_usage: parsed.include_usage,
+        role_sent: false,
+        tool_ids: HashSet::new(),
+    };
+    let events = futures::stream::unfold(
+        (reader, writer, first, VecDeque::<Event>::new(), false),
+        |(mut reader, mut writer, mut first, mut queue, mut ended)| async move {
+            loop {
+                if let Some(event) = queue.pop_front() {
+                    return Some((event, (reader, writer, first, queue, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                let next = match first.take() {
+                    Some(e) => Some(e),
+                    None => reader.next().await,
+                };
+                match next {
+                    None => ended = true,
+                    Some(event) => ended = writer.write(event, &mut queue),
+                }
+            }
+        },
+    );
+    let farewell = Event::default().data(
+        super::error::envelope(
+            "the server is shutting down",
+            "server_error",
+            None,
+            Some("server_shutdown"),
+        )
+        .to_string(),
+    );
+    Ok(crate::http::sse::response(
+        events,
+        state.services.hub.closing().clone(),
+        state.keepalive,
+        farewell,
+    ))
+}
+
+/// What every chunk and completion of one request shares.
+struct Shape {
+    id: String,
+    created: i64,
+    model: String,
+}
+
+impl Shape {
+    fn chunk(&self, delta: Value, finish_reason: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        })
+    }
+}
+
+fn usage_json(done: &Finished) -> Value {
+    json!({
+        "prompt_tokens": done.usage.prompt_tokens,
+        "completion_tokens": done.usage.completion_tokens,
+        "total_tokens": done.usage.total_tokens,
+    })
+}
+
+/// Turns core events into OpenAI chunks.
+struct ChunkWriter {
+    shape: Shape,
+    include_usage: bool,
+    role_sent: bool,
+    tool_ids: HashSet<u32>,
+}
+
+fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+impl ChunkWriter {
+    fn with_role(&mut self, mut delta: Value) -> Value {
+        if !self.role_sent {
+            self.role_sent = true;
+            delta["role"] = json!("assistant");
+        }
+        delta
+    }
+
+    fn tool_delta(&mut self, call: ToolCallDelta) -> Value {
+        let mut out = json!({"index": call.index, "function": {"arguments": call.arguments}});
+        if self.tool_ids.insert(call.index) {
+            // The upstream's id when it sent one; generated only where it did not.
+            let id = call
+                .id
+                .unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple()));
+            out["id"] = json!(id);
+            out["type"] = json!("function");
+            out["function"]["name"] = json!(call.name.unwrap_or_default());
+        } else if let Some(name) = call.name {
+            out["function"]["name"] = json!(name);
+        }
+        out
+    }
+
+    /// Queues the chunks for one event; returns true when the stream must end.
+    fn write(&mut self, event: GenEvent, queue: &mut VecDeque<Event>) -> bool {
+        match event {
+            GenEvent::Delta { text, .. } => {
+                let delta = self.with_role(json!({"content": text}));
+                queue.push_back(data(&self.shape.chunk(delta, Value::Null)));
+                false
+            }
+            GenEvent::ToolCall { call, .. } => {
+                let tool = self.tool_delta(call);
+                let delta = self.with_role(json!({"content": null, "tool_calls": [tool]}));
+                queue.push_back(data(&self.shape.chunk(delta, Value::Null)));
+                false
+            }
+            GenEvent::Sources(_) => false,
+            GenEvent::Error { failure, .. } => {
+                queue.push_back(data(&failure_chunk(&failure)));
+                true
+            }
+            GenEvent::Done(done) => {
+                if done.status != MessageStatus::Complete {
+                    let failure = crate::domain::StreamFailure::new(
+                        "incomplete",
+                        "the answer ended before it was finished",
+                    );
+                    queue.push_back(data(&failure_chunk(&failure)));
+                    return true;
+                }
+                if !self.role_sent {
+                    let delta = self.with_role(json!({"content": ""}));
+                    queue.push_back(data(&self.shape.chunk(delta, Value::Null)));
+                }
+                let reason = json!(done.finish_reason.as_deref().unwrap_or("stop"));
+                queue.push_back(data(&self.shape.chunk(json!({}), reason)));
+                if self.include_usage {
+                    let mut usage = self.shape.chunk(json!({}), Value::Null);
+                    usage["choices"] = json!([]);
+                    usage["usage"] = usage_json(&done);
+                    queue.push_back(data(&usage));
+                }
+                queue.push_back(Event::default().data("[DONE]"));
+                true
+            }
+        }
+    }
+}
+
+/// The non-streaming answer: the same generation, read to its end.
+async fn collect(mut reader: Reader, first: Option<GenEvent>, shape: Shape) -> Response {
+    let mut text = String::new();
+    let mut tools: BTreeMap<u32, (Option<String>, String, String)> = BTreeMap::new();
+    let mut next = first;
+    loop {
+        let Some(event) = next.take() else {
+            let failure = crate::domain::StreamFailure::new("incomplete", "the answer ended early");
+            return failure_response(&failure);
+        };
+        match event {
+            GenEvent::Delta { text: t, .. } => text.push_str(&t),
+            GenEvent::ToolCall { call, .. } => {
+                let entry = tools.entry(call.index).or_default();
+                if entry.0.is_none() {
+                    entry.0 = call.id;
+                }
+                if let Some(name) = call.name {
+                    entry.1.push_str(&name);
+                }
+                entry.2.push_str(&call.arguments);
+            }
+            GenEvent::Sources(_) => {}
+            GenEvent::Error { failure, .. } => return failure_response(&failure),
+            GenEvent::Done(done) => {
+                if done.status != MessageStatus::Complete {
+                    let failure = crate::domain::StreamFailure::new(
+                        "incomplete",
+                        "the answer ended before it was finished",
+                    );
+                    return failure_response(&failure);
+                }
+                let tool_calls: Vec<Value> = tools
+                    .into_values()
+                    .map(|(id, name, arguments)| {
+                        json!({
+                            "id": id.unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple())),
+                            "type": "function",
+                            "function": {"name": name, "arguments": arguments},
+                        })
+                    })
+                    .collect();
+                let mut message = json!({
+                    "role": "assistant",
+                    "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) },
+                    "refusal": null,
+                });
+                if !tool_calls.is_empty() {
+                    message["tool_calls"] = json!(tool_calls);
+                }
+                let body = json!({
+                    "id": shape.id,
+                    "object": "chat.completion",
+                    "created": shape.created,
+                    "model": shape.model,
+                    "system_fingerprint": null,
+                    "choices": [{
+                        "index": 0,
+                        "message": message,
+                        "logprobs": null,
+                        "finish_reason": done.finish_reason.as_deref().unwrap_or("stop"),
+                    }],
+                    "usage": usage_json(&done),
+                });
+                return Json(body).into_response();
+            }
+        }
+        next = reader.next().await;
+    }
+}

@@ -1,0 +1,136 @@
+//! OpenAI's error envelope, `{"error": {"message", "type", "param", "code"}}`, with OpenAI's
+//! status codes, so SDKs raise their own exception types.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::domain::StreamFailure;
+use crate::error::Error;
+use crate::providers::ProviderError;
+
+/// The domain error, rendered for the OpenAI-compatible API.
+#[derive(Debug)]
+pub struct OpenAiError(pub Error);
+
+impl From<Error> for OpenAiError {
+    fn from(e: Error) -> Self {
+        OpenAiError(e)
+    }
+}
+
+/// The one place where this dialect maps errors to status, type and code.
+fn classify(e: &Error) -> (StatusCode, &'static str, Option<&'static str>) {
+    match e {
+        Error::BadRequest { .. } | Error::Unprocessable { .. } => {
+            (StatusCode::BAD_REQUEST, "invalid_request_error", None)
+        }
+        Error::Unauthenticated | Error::UnauthenticatedBecause(_) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+        ),
+        Error::Forbidden(_) | Error::PublishableNotAllowed => {
+            (StatusCode::FORBIDDEN, "permission_error", None)
+        }
+        Error::NotFound(_) => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("not_found"),
+        ),
+        Error::ModelNotFound(_) => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+        ),
+        Error::Conflict { .. } => (StatusCode::CONFLICT, "invalid_request_error", None),
+        Error::PayloadTooLarge { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None)
+        }
+        Error::UnsupportedMediaType(_) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            None,
+        ),
+        Error::Upstream(p) => upstream_status(p),
+        Error::ShuttingDown => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("shutting_down"),
+        ),
+        Error::Database(_) | Error::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
+        }
+    }
+}
+
+fn upstream_status(e: &ProviderError) -> (StatusCode, &'static str, Option<&'static str>) {
+    match e {
+        ProviderError::Timeout(..) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "api_error",
+            Some("upstream_timeout"),
+        ),
+        _ => (StatusCode::BAD_GATEWAY, "api_error", Some("upstream_error")),
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let (status, kind, code) = classify(&self.0);
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        let param = match &self.0 {
+            Error::ModelNotFound(_) => Some("model"),
+            other => other.field(),
+        };
+        let body = envelope(
+            &self.0.public_message(),
+            kind,
+            param,
+            code.or(Some(self.0.code())),
+        );
+        (status, Json(body)).into_response()
+    }
+}
+
+pub fn envelope(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
+    json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+}
+
+/// A generation's failure as an HTTP answer (before anything was streamed) …
+pub fn failure_response(failure: &StreamFailure) -> Response {
+    let status = failure_status(failure);
+    let kind = if status.is_server_error() {
+        "api_error"
+    } else {
+        "invalid_request_error"
+    };
+    (
+        status,
+        Json(envelope(&failure.message, kind, None, Some(&failure.code))),
+    )
+        .into_response()
+}
+
+/// … and as the error object that ends a stream that already started.
+pub fn failure_chunk(failure: &StreamFailure) -> Value {
+    envelope(&failure.message, "api_error", None, Some(&failure.code))
+}
+
+/// Mirrors an upstream refusal of the request (400, 404, 413, 422, 429); anything else the
+/// gateway could not get an answer for is 502, or 504 for a deadline.
+fn failure_status(failure: &StreamFailure) -> StatusCode {
+    if failure.code == "upstream_timeout" {
+        return StatusCode::GATEWAY_TIMEOUT;
+    }
+    match failure.upstream_status {
+        Some(s @ (400 | 404 | 413 | 422 | 429)) => {
+            StatusCode::from_u16(s).unwrap_or(StatusCode::BAD_GATEWAY)
+        }
+        _ if failure.code == "server_shutdown" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}

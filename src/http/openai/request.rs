@@ -1,0 +1,255 @@
+//! Checks an OpenAI chat-completions request and splits it into what sluice reads itself
+//! (`model`, `messages`, `stream`, `stream_options`) and what it relays to the provider as given.
+//! Errors name the offending field in OpenAI's `param` style (`messages[1].role`).
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::service::CompletionInput;
+
+pub struct Parsed {
+    pub input: CompletionInput,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::bad_request(field, message)
+}
+
+fn number_in(body: &Map<String, Value>, field: &str, min: f64, max: f64) -> Result<(), Error> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) => match v.as_f64() {
+            Some(x) if (min..=max).contains(&x) => Ok(()),
+            _ => Err(bad(
+                field,
+                format!("`{field}` must be a number from {min} to {max}"),
+            )),
+        },
+    }
+}
+
+fn positive_integer(body: &Map<String, Value>, field: &str) -> Result<(), Error> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) if v.as_u64().is_some_and(|n| n > 0) => Ok(()),
+        Some(_) => Err(bad(field, format!("`{field}` must be a positive integer"))),
+    }
+}
+
+fn check_message(index: usize, message: &Value) -> Result<(), Error> {
+    let field = |name: &str| format!("messages[{index}].{name}");
+    let object = message.as_object().ok_or_else(|| {
+        bad(
+            format!("messages[{index}]"),
+            "each message must be an object",
+        )
+    })?;
+    let role = object
+        .get("role")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(field("role"), "each message needs a `role`"))?;
+    if !ROLES.contains(&role) {
+        return Err(bad(
+            field("role"),
+            format!("`{role}` is not one of {}", ROLES.join(", ")),
+        ));
+    }
+    match object.get("content") {
+        Some(Value::String(_)) => {}
+        Some(Value::Array(parts)) => {
+            for (p, part) in parts.iter().enumerate() {
+                if part.get("type").and_then(Value::as_str).is_none() {
+                    return Err(bad(
+                        format!("messages[{index}].content[{p}].type"),
+                        "each content part needs a `type`",
+                    ));
+                }
+            }
+        }
+        None | Some(Value::Null) if role == "assistant" => {}
+        _ => {
+            return Err(bad(
+                field("content"),
+                "`content` must be a string or an array of content parts",
+            ));
+        }
+    }
+    if role == "tool" && object.get("tool_call_id").and_then(Value::as_str).is_none() {
+        return Err(bad(
+            field("tool_call_id"),
+            "a `tool` message needs a `tool_call_id`",
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse(body: Value) -> Result<Parsed, Error> {
+    let Value::Object(mut body) = body else {
+        return Err(Error::BadRequest {
+            field: None,
+            message: "the body must be a JSON object".into(),
+        });
+    };
+    let model = match body.remove("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m,
+        Some(_) => return Err(bad("model", "`model` must be a non-empty string")),
+        None => return Err(bad("model", "`model` is required")),
+    };
+    let messages = match body.remove("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m,
+        Some(Value::Array(_)) => return Err(bad("messages", "`messages` must not be empty")),
+        Some(_) => return Err(bad("messages", "`messages` must be an array")),
+        None => return Err(bad("messages", "`messages` is required")),
+    };
+    for (i, m) in messages.iter().enumerate() {
+        check_message(i, m)?;
+    }
+    let stream = match body.remove("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(bad("stream", "`stream` must be a boolean")),
+    };
+    let include_usage = match body.remove("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(o)) => match o.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(bad(
+                    "stream_options.include_usage",
+                    "`include_usage` must be a boolean",
+                ));
+            }
+        },
+        Some(_) => return Err(bad("stream_options", "`stream_options` must be an object")),
+    };
+    match body.remove("n") {
+        None | Some(Value::Null) => {}
+        Some(v) if v.as_u64() == Some(1) => {}
+        Some(_) => return Err(bad("n", "only `n: 1` is supported")),
+    }
+    number_in(&body, "temperature", 0.0, 2.0)?;
+    number_in(&body, "top_p", 0.0, 1.0)?;
+    positive_integer(&body, "max_tokens")?;
+    positive_integer(&body, "max_completion_tokens")?;
+    match body.get("stop") {
+        None | Some(Value::Null | Value::String(_)) => {}
+        Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => {}
+        Some(_) => return Err(bad("stop", "`stop` must be a string or up to 4 strings")),
+    }
+    if body
+        .get("seed")
+        .is_some_and(|seed| !seed.is_null() && seed.as_i64().is_none())
+    {
+        return Err(bad("seed", "`seed` must be an integer"));
+    }
+    if body.get("response_format").is_some_and(|format| {
+        !format.is_null() && format.get("type").and_then(Value::as_str).is_none()
+    }) {
+        return Err(bad("response_format", "`response_format` needs a `type`"));
+    }
+    if let Some(tools) = body.get("tools").filter(|v| !v.is_null()) {
+        let tools = tools
+            .as_array()
+            .ok_or_else(|| bad("tools", "`tools` must be an array"))?;
+        for (i, tool) in tools.iter().enumerate() {
+            let named = tool
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !named {
+                return Err(bad(
+                    format!("tools[{i}].function.name"),
+                    "each tool needs a function with a `name`",
+                ));
+            }
+        }
+    }
+    if body
+        .get("user")
+        .is_some_and(|user| !user.is_null() && !user.is_string())
+    {
+        return Err(bad("user", "`user` must be a string"));
+    }
+    // Null fields mean "not set"; relaying them would make some servers fail on `null`.
+    body.retain(|_, v| !v.is_null());
+    Ok(Parsed {
+        input: CompletionInput {
+            model,
+            messages,
+            params: body,
+        },
+        stream,
+        include_usage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::parse;
+
+    fn field_of(body: serde_json::Value) -> String {
+        parse(body)
+            .err()
+            .and_then(|e| e.field().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_valid_request_keeps_every_other_field_for_the_provider() {
+        let parsed = parse(json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "stream": true, "stream_options": {"include_usage": true},
+            "temperature": 0.5, "seed": 7, "logit_bias": {"1": 2}, "user": null
+        }))
+        .unwrap();
+        assert!(parsed.stream && parsed.include_usage);
+        assert_eq!(parsed.input.params.len(), 3);
+        assert!(parsed.input.params.contains_key("logit_bias"));
+    }
+
+    #[test]
+    fn errors_name_the_field_in_openai_style() {
+        let msg = |m: serde_json::Value| json!({"model": "m", "messages": [m]});
+        assert_eq!(field_of(json!({"messages": []})), "model");
+        assert_eq!(field_of(json!({"model": "m", "messages": []})), "messages");
+        assert_eq!(
+            field_of(msg(json!({"role": "robot", "content": "x"}))),
+            "messages[0].role"
+        );
+        assert_eq!(
+            field_of(msg(json!({"role": "user", "content": 3}))),
+            "messages[0].content"
+        );
+        assert_eq!(
+            field_of(msg(json!({"role": "tool", "content": "x"}))),
+            "messages[0].tool_call_id"
+        );
+        let with = |k: &str, v: serde_json::Value| {
+            let mut b = msg(json!({"role": "user", "content": "x"}));
+            b[k] = v;
+            b
+        };
+        assert_eq!(field_of(with("temperature", json!(3))), "temperature");
+        assert_eq!(field_of(with("n", json!(2))), "n");
+        assert_eq!(field_of(with("stop", json!([1]))), "stop");
+        assert_eq!(
+            field_of(with("tools", json!([{"type": "function"}]))),
+            "tools[0].function.name"
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! Completions for the OpenAI-compatible dialect: model resolution, request checks, and an
+//! unstored generation on the same core as every other answer.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{KeyKind, Principal, Services};
+use crate::error::{Error, Result};
+use crate::generation::Live;
+use crate::providers::ChatRequest;
+
+/// A checked completion request.
+pub struct CompletionInput {
+    pub model: String,
+    pub messages: Vec<Value>,
+    /// Every other field, relayed to the provider as given.
+    pub params: Map<String, Value>,
+}
+
+impl Services {
+    /// Starts a completion and returns its log; the caller reads it and may cancel it.
+    pub fn start_completion(&self, who: &Principal, input: CompletionInput) -> Result<Arc<Live>> {
+        if who.kind != KeyKind::Secret {
+            return Err(Error::PublishableNotAllowed);
+        }
+        let resolved = self
+            .providers
+            .resolve_model(&input.model)
+            .ok_or(Error::ModelNotFound(input.model.clone()))?;
+        if let Some(field) = input.params.keys().find(|k| !resolved.provider.accepts(k)) {
+            return Err(Error::bad_request(
+                field.as_str(),
+                format!(
+                    "`{field}` is not supported by provider `{}`",
+                    resolved.provider.name()
+                ),
+            ));
+        }
+        let request = ChatRequest {
+            model: resolved.model.clone(),
+            messages: input.messages,
+            params: input.params,
+        };
+        self.hub
+            .start_ephemeral(who.workspace_id, resolved, request)
+    }
+}
