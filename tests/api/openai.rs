@@ -525,3 +525,68 @@ async fn a_publishable_key_may_not_use_the_openai_api() {
     assert_eq!(response.status(), 403);
     assert!(response.json::<Value>().await.unwrap()["error"]["message"].is_string());
 }
+
+#[tokio::test]
+async fn the_remaining_mock_faults_behave_through_v1() {
+    let app = spawn_app_with(|s| {
+        for p in &mut s.providers {
+            p.timeouts.idle = Duration::from_millis(400);
+        }
+    })
+    .await;
+
+    // No [DONE] after a finished answer: still a clean, complete stream.
+    let mut no_done = Script::text(&["fin", "ished"]);
+    no_done.done_marker = false;
+    app.mock.push(no_done);
+    let raw = stream_chunks(&app, &request(true)).await;
+    assert_eq!(raw.last().unwrap(), "[DONE]");
+    assert_eq!(content(&parsed(&raw)), "finished");
+
+    // No usage from the provider: the usage chunk still comes, estimated.
+    let mut no_usage = Script::text(&["some ", "words"]);
+    no_usage.usage = false;
+    app.mock.push(no_usage);
+    let mut body = request(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let chunks = parsed(&stream_chunks(&app, &body).await);
+    assert!(
+        chunks.last().unwrap()["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    // Events split inside a UTF-8 character reassemble.
+    let mut split = Script::text(&["caf\u{e9} ", "\u{1F600}"]);
+    split.split_utf8 = true;
+    app.mock.push(split);
+    assert_eq!(
+        content(&parsed(&stream_chunks(&app, &request(true)).await)),
+        "caf\u{e9} \u{1F600}"
+    );
+
+    // A stall after the first chunk: an error object, no [DONE].
+    let mut stall = Script::text(&["first ", "never"]);
+    stall.chunk_delay_ms = 2000;
+    app.mock.push(stall);
+    let raw = stream_chunks(&app, &request(true)).await;
+    assert!(!raw.iter().any(|c| c == "[DONE]"), "{raw:?}");
+    let last: Value = serde_json::from_str(raw.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_timeout");
+
+    // A stream that just stops: an error object, no [DONE].
+    let mut truncated = Script::text(&["cut ", "short"]);
+    truncated.finish_chunk = false;
+    truncated.done_marker = false;
+    truncated.usage = false;
+    app.mock.push(truncated);
+    let raw = stream_chunks(&app, &request(true)).await;
+    assert!(!raw.iter().any(|c| c == "[DONE]"), "{raw:?}");
+    let last: Value = serde_json::from_str(raw.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_truncated");
+
+    let wrong_method = app.get("/v1/chat/completions").send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert!(wrong_method.json::<Value>().await.unwrap()["error"]["message"].is_string());
+}

@@ -22,6 +22,15 @@ pub fn router() -> Router<AppState> {
         .route("/chat/completions", post(completions::create))
         .route("/models", get(models))
         .fallback(|| async { OpenAiError(Error::NotFound("route")) })
+        .method_not_allowed_fallback(|| async {
+            let body = error::envelope(
+                "this route does not accept that method",
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed"),
+            );
+            (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(body))
+        })
 }
 
 /// `GET /v1/models`: every listed model as `provider/model`, the default first.
