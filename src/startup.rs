@@ -53,6 +53,7 @@ impl Application {
         settings: Settings,
         providers: Arc<Providers>,
     ) -> Result<Self, StartError> {
+        crate::telemetry::prometheus();
         let store = Store::open(settings.database_url()).await?;
         let recovered = store.recover_interrupted().await?;
         if recovered > 0 {

@@ -12,6 +12,7 @@ use super::{CancelReason, Finished, Hub, Live};
 use crate::domain::{LineBreaks, MessageStatus, StreamFailure, Usage};
 use crate::providers::{ChatRequest, ProviderError, Resolved, StreamEvent};
 use crate::store::FinishRecord;
+use crate::telemetry::names;
 
 /// What a finished generation writes.
 pub(super) enum Persist {
@@ -45,7 +46,18 @@ enum Outcome {
 
 pub(super) async fn run(job: Job) {
     let started = Instant::now();
-    let (outcome, usage) = relay(&job).await;
+    let running = metrics::gauge!(names::GENERATIONS_RUNNING);
+    running.increment(1.0);
+    let mut stats = Stats::default();
+    let (outcome, usage) = relay(&job, &mut stats).await;
+    let provider_label = job.resolved.provider.name().to_owned();
+    if let Some(ttft) = stats.first_delta {
+        metrics::histogram!(names::UPSTREAM_TTFT, "provider" => provider_label.clone())
+            .record(ttft.as_secs_f64());
+    }
+    metrics::histogram!(names::UPSTREAM_DURATION, "provider" => provider_label.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(names::DELTAS, "provider" => provider_label.clone()).increment(stats.deltas);
     let (text, _, sources) = job.live.snapshot();
 
     let (status, finish_reason, failure) = match outcome {
@@ -122,11 +134,23 @@ pub(super) async fn run(job: Job) {
         finish_reason,
         usage,
     });
+    metrics::counter!(names::TOKENS, "provider" => provider_label)
+        .increment(u64::from(usage.completion_tokens));
+    metrics::counter!(names::GENERATIONS, "status" => status.as_str()).increment(1);
+    running.decrement(1.0);
     job.hub.forget(job.live.question_id);
 }
 
 /// Runs the upstream stream into the log. Returns how it ended and the provider's usage.
-async fn relay(job: &Job) -> (Outcome, Option<Usage>) {
+/// What the relay counts as it goes (into locals: nothing is recorded per token).
+#[derive(Default)]
+struct Stats {
+    first_delta: Option<Duration>,
+    deltas: u64,
+}
+
+async fn relay(job: &Job, stats: &mut Stats) -> (Outcome, Option<Usage>) {
+    let called = Instant::now();
     let live = &job.live;
     let timeouts = job.resolved.timeouts;
     let first_token_deadline = Instant::now() + timeouts.first_token;
@@ -190,10 +214,14 @@ async fn relay(job: &Job) -> (Outcome, Option<Usage>) {
                     live.append_raw(&text);
                 }
                 got_text = true;
+                stats.deltas += 1;
+                stats.first_delta.get_or_insert_with(|| called.elapsed());
             }
             Ok(Some(Ok(StreamEvent::ToolCall(call)))) => {
                 live.tool_call(call);
                 got_text = true;
+                stats.deltas += 1;
+                stats.first_delta.get_or_insert_with(|| called.elapsed());
             }
             Ok(Some(Ok(StreamEvent::Usage(u)))) => usage = Some(u),
             Ok(Some(Ok(StreamEvent::Done { finish_reason }))) => {

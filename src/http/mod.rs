@@ -80,8 +80,31 @@ pub fn router(state: AppState) -> Router {
                     )
                         .into_response()
                 }))
-                .layer(DefaultBodyLimit::max(body_limit)),
+                .layer(DefaultBodyLimit::max(body_limit))
+                .layer(axum::middleware::from_fn(count_requests)),
         )
+}
+
+/// Counts every response by method, matched route (never the raw path: ids would explode the
+/// label set) and status.
+async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    metrics::counter!(
+        crate::telemetry::names::HTTP_REQUESTS,
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string(),
+    )
+    .increment(1);
+    response
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -13,6 +13,25 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text format. 404 when the embedding application owns the metrics recorder.
+async fn metrics() -> axum::response::Response {
+    match crate::telemetry::prometheus() {
+        Some(handle) => {
+            handle.run_upkeep();
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                handle.render(),
+            )
+                .into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// The process is up.

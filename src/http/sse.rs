@@ -10,6 +10,23 @@ use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+/// Counts an open SSE response in the `sluice_open_streams` gauge while it lives.
+struct OpenStream(metrics::Gauge);
+
+impl OpenStream {
+    fn new(dialect: &'static str) -> Self {
+        let gauge = metrics::gauge!(crate::telemetry::names::OPEN_STREAMS, "dialect" => dialect);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// How long a client told to retry at shutdown waits before reconnecting.
 const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
 
@@ -26,10 +43,12 @@ pub fn response<S>(
     closing: CancellationToken,
     keepalive: Duration,
     farewell: Event,
+    dialect: &'static str,
 ) -> Response
 where
     S: Stream<Item = Event> + Send + 'static,
 {
+    let open = OpenStream::new(dialect);
     let opening = futures::stream::once(async { Event::default().comment("ok") });
     let watch = closing.clone();
     let last = futures::stream::once(async move { watch.is_cancelled().then_some(farewell) })
@@ -37,7 +56,12 @@ where
     let body = opening
         .chain(events.take_until(closing.cancelled_owned()))
         .chain(last)
-        .map(Ok::<_, Infallible>);
+        .map(move |event| {
+            // The guard lives as long as the body: dropped when the stream ends or the client
+            // goes away.
+            let _open = &open;
+            Ok::<_, Infallible>(event)
+        });
     let mut response = Sse::new(body)
         .keep_alive(KeepAlive::new().interval(keepalive).text("keep-alive"))
         .into_response();

@@ -14,3 +14,4 @@ mod inference;
 mod lifecycle;
 mod openai;
 mod openai_sdk;
+mod ops;

@@ -56,6 +56,7 @@ pub async fn inference(
             state.services.hub.closing().clone(),
             state.keepalive,
             crate::http::sse::retry_event(),
+            "conversations",
         )),
     }
 }

@@ -121,6 +121,7 @@ pub async fn create(
         state.services.hub.closing().clone(),
         state.keepalive,
         farewell,
+        "openai",
     ))
 }
 
