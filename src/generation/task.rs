@@ -170,62 +170,95 @@ async fn relay(job: &Job, stats: &mut Stats) -> (Outcome, Option<Usage>) {
     let mut breaks = LineBreaks::default();
     let mut got_text = false;
     let mut finish: Option<String> = None;
+    // One timer and one cancellation waiter for the whole answer. The timer is armed lazily:
+    // it fires at the earliest possible deadline and is re-armed if the stream was active
+    // since, so a chunk costs an `Instant::now()`, not a timer update.
+    let cancel = live.cancelled();
+    tokio::pin!(cancel);
+    let timer = tokio::time::sleep_until(first_token_deadline);
+    tokio::pin!(timer);
+    let after_finish = timeouts.idle.min(Duration::from_secs(2));
+    let mut last_activity = Instant::now();
     loop {
-        let (limit, what) = if finish.is_some() {
-            // Only usage may still follow: wait a moment for it, not the idle limit.
-            (
-                timeouts.idle.min(Duration::from_secs(2)),
-                "usage after the end",
-            )
-        } else if got_text {
-            (timeouts.idle, "idle between chunks")
-        } else {
-            (timeouts.first_token, "time to first token")
-        };
-        let deadline = if got_text || finish.is_some() {
-            Instant::now() + limit
-        } else {
-            first_token_deadline
-        };
         let item = tokio::select! {
             biased;
-            () = live.cancelled() => return (cancelled(live), usage),
-            r = timeout_at(deadline, stream.next()) => r,
+            () = &mut cancel => return (cancelled(live), usage),
+            () = &mut timer => None,
+            r = stream.next() => Some(r),
         };
-        match item {
-            Err(_) => {
-                // A provider that said it finished but never closed the stream is done.
-                return match finish {
-                    Some(reason) => (Outcome::Finished(reason), usage),
-                    None => (Outcome::Failed(ProviderError::Timeout(limit, what)), usage),
-                };
+        let Some(item) = item else {
+            let (limit, what, due) = if finish.is_some() {
+                // Only usage may still follow: wait a moment for it, not the idle limit.
+                (
+                    after_finish,
+                    "usage after the end",
+                    last_activity + after_finish,
+                )
+            } else if got_text {
+                (
+                    timeouts.idle,
+                    "idle between chunks",
+                    last_activity + timeouts.idle,
+                )
+            } else {
+                (
+                    timeouts.first_token,
+                    "time to first token",
+                    first_token_deadline,
+                )
+            };
+            if Instant::now() < due {
+                timer.as_mut().reset(due);
+                continue;
             }
-            Ok(None) => {
+            // A provider that said it finished but never closed the stream is done.
+            return match finish {
+                Some(reason) => (Outcome::Finished(reason), usage),
+                None => (Outcome::Failed(ProviderError::Timeout(limit, what)), usage),
+            };
+        };
+        last_activity = Instant::now();
+        match item {
+            None => {
                 return match finish {
                     Some(reason) => (Outcome::Finished(reason), usage),
                     None => (Outcome::Failed(ProviderError::Truncated), usage),
                 };
             }
-            Ok(Some(Err(e))) => return (Outcome::Failed(e), usage),
-            Ok(Some(Ok(StreamEvent::Delta(text)))) => {
-                if job.normalize {
-                    live.append(&mut breaks, &text);
-                } else {
-                    live.append_raw(&text);
+            Some(Err(e)) => return (Outcome::Failed(e), usage),
+            Some(Ok(event)) => {
+                let was_text = got_text;
+                match event {
+                    StreamEvent::Delta(text) => {
+                        if job.normalize {
+                            live.append(&mut breaks, &text);
+                        } else {
+                            live.append_raw(&text);
+                        }
+                        got_text = true;
+                        stats.deltas += 1;
+                    }
+                    StreamEvent::ToolCall(call) => {
+                        live.tool_call(call);
+                        got_text = true;
+                        stats.deltas += 1;
+                    }
+                    StreamEvent::Usage(u) => usage = Some(u),
+                    StreamEvent::Done { finish_reason } => {
+                        if finish.is_none() {
+                            // From now on the deadline is the short one.
+                            timer.as_mut().reset(last_activity + after_finish);
+                        }
+                        finish = Some(finish_reason);
+                    }
                 }
-                got_text = true;
-                stats.deltas += 1;
-                stats.first_delta.get_or_insert_with(|| called.elapsed());
-            }
-            Ok(Some(Ok(StreamEvent::ToolCall(call)))) => {
-                live.tool_call(call);
-                got_text = true;
-                stats.deltas += 1;
-                stats.first_delta.get_or_insert_with(|| called.elapsed());
-            }
-            Ok(Some(Ok(StreamEvent::Usage(u)))) => usage = Some(u),
-            Ok(Some(Ok(StreamEvent::Done { finish_reason }))) => {
-                finish = Some(finish_reason);
+                if got_text && !was_text {
+                    stats.first_delta = Some(called.elapsed());
+                    if finish.is_none() {
+                        // The first-token deadline no longer applies: the idle one does.
+                        timer.as_mut().reset(last_activity + timeouts.idle);
+                    }
+                }
             }
         }
     }

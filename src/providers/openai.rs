@@ -8,7 +8,11 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use futures::StreamExt;
 use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use std::collections::VecDeque;
 
 use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent, ToolCallDelta};
 use crate::config::ProviderSettings;
@@ -88,7 +92,10 @@ fn map_error(error: OpenAIError) -> ProviderError {
 
 /// Normalises a finish reason: `eos` and friends mean `stop`; an empty string means "not yet".
 fn finish_reason(value: &Value) -> Option<String> {
-    let reason = value.as_str()?;
+    normalise_finish(value.as_str()?)
+}
+
+fn normalise_finish(reason: &str) -> Option<String> {
     match reason {
         "" => None,
         "eos" | "eos_token" | "end_turn" | "stop_sequence" => Some("stop".to_owned()),
@@ -97,15 +104,108 @@ fn finish_reason(value: &Value) -> Option<String> {
     }
 }
 
+type Queue = VecDeque<Result<StreamEvent, ProviderError>>;
+
+/// The usual shape of a chunk, read without building a JSON tree: the delta's text is the only
+/// allocation. A chunk that does not fit (tool calls, an error, odd types) takes the lenient
+/// `Value` path instead.
+#[derive(Deserialize)]
+struct FastChunk {
+    #[serde(default)]
+    choices: Vec<FastChoice>,
+    #[serde(default)]
+    usage: Option<FastUsage>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct FastChoice {
+    #[serde(default)]
+    delta: Option<FastDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FastDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct FastUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+fn saturate(v: Option<u64>) -> u32 {
+    v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+/// Parses one chunk's JSON into events; returns whether it carried `finish_reason: ""`.
+fn parse_chunk(raw: &str, out: &mut Queue) -> bool {
+    if let Ok(chunk) = serde_json::from_str::<FastChunk>(raw) {
+        let simple = chunk.error.is_none()
+            && chunk
+                .choices
+                .iter()
+                .all(|c| c.delta.as_ref().is_none_or(|d| d.tool_calls.is_none()));
+        if simple {
+            let mut empty_finish = false;
+            if let Some(choice) = chunk.choices.into_iter().next() {
+                if let Some(content) = choice.delta.and_then(|d| d.content)
+                    && !content.is_empty()
+                {
+                    out.push_back(Ok(StreamEvent::Delta(content)));
+                }
+                if let Some(reason) = &choice.finish_reason {
+                    empty_finish = reason.is_empty();
+                    if let Some(reason) = normalise_finish(reason) {
+                        out.push_back(Ok(StreamEvent::Done {
+                            finish_reason: reason,
+                        }));
+                    }
+                }
+            }
+            if let Some(usage) = chunk.usage {
+                out.push_back(Ok(StreamEvent::Usage(Usage::new(
+                    saturate(usage.prompt_tokens),
+                    saturate(usage.completion_tokens),
+                    false,
+                ))));
+            }
+            return empty_finish;
+        }
+    }
+    match serde_json::from_str::<Value>(raw) {
+        Ok(chunk) => {
+            let empty_finish = has_empty_finish(&chunk);
+            chunk_events(chunk, out);
+            empty_finish
+        }
+        Err(e) => {
+            out.push_back(Err(ProviderError::Reported(format!(
+                "unreadable chunk: {e}"
+            ))));
+            false
+        }
+    }
+}
+
 /// Turns one upstream chunk into sluice's events (usually one, sometimes none or several).
-fn chunk_events(chunk: Value, out: &mut Vec<Result<StreamEvent, ProviderError>>) {
+fn chunk_events(chunk: Value, out: &mut Queue) {
     if let Some(error) = chunk.get("error") {
         let message = error
             .get("message")
             .and_then(Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| error.to_string());
-        out.push(Err(ProviderError::Reported(message)));
+        out.push_back(Err(ProviderError::Reported(message)));
         return;
     }
     if let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) {
@@ -115,7 +215,7 @@ fn chunk_events(chunk: Value, out: &mut Vec<Result<StreamEvent, ProviderError>>)
             .and_then(Value::as_str)
             .filter(|c| !c.is_empty())
         {
-            out.push(Ok(StreamEvent::Delta(content.to_owned())));
+            out.push_back(Ok(StreamEvent::Delta(content.to_owned())));
         }
         if let Some(calls) = choice
             .get("delta")
@@ -125,7 +225,7 @@ fn chunk_events(chunk: Value, out: &mut Vec<Result<StreamEvent, ProviderError>>)
             for (position, call) in calls.iter().enumerate() {
                 let function = call.get("function");
                 let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-                out.push(Ok(StreamEvent::ToolCall(ToolCallDelta {
+                out.push_back(Ok(StreamEvent::ToolCall(ToolCallDelta {
                     index: call
                         .get("index")
                         .and_then(Value::as_u64)
@@ -138,7 +238,7 @@ fn chunk_events(chunk: Value, out: &mut Vec<Result<StreamEvent, ProviderError>>)
             }
         }
         if let Some(reason) = choice.get("finish_reason").and_then(finish_reason) {
-            out.push(Ok(StreamEvent::Done {
+            out.push_back(Ok(StreamEvent::Done {
                 finish_reason: reason,
             }));
         }
@@ -150,7 +250,7 @@ fn chunk_events(chunk: Value, out: &mut Vec<Result<StreamEvent, ProviderError>>)
                 .and_then(Value::as_u64)
                 .map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX))
         };
-        out.push(Ok(StreamEvent::Usage(Usage::new(
+        out.push_back(Ok(StreamEvent::Usage(Usage::new(
             count("prompt_tokens"),
             count("completion_tokens"),
             false,
@@ -185,12 +285,12 @@ impl Provider for OpenAiCompatible {
         let upstream = self
             .client
             .chat()
-            .create_stream_byot::<Value, Value>(request_body(request))
+            .create_stream_byot::<Value, Box<RawValue>>(request_body(request))
             .await
             .map_err(map_error)?;
         // A chunk whose finish_reason is "" right before a clean end is how some servers say
         // "stop"; anywhere else "" means "not finished yet".
-        let state = (upstream, std::collections::VecDeque::new(), Ends::default());
+        let state = (upstream, Queue::new(), Ends::default());
         let events =
             futures::stream::unfold(state, |(mut upstream, mut queue, mut ends)| async move {
                 loop {
@@ -202,21 +302,18 @@ impl Provider for OpenAiCompatible {
                     }
                     match upstream.next().await {
                         Some(Ok(chunk)) => {
-                            let empty_finish = has_empty_finish(&chunk);
-                            let mut out = Vec::with_capacity(1);
-                            chunk_events(chunk, &mut out);
+                            let empty_finish = parse_chunk(chunk.get(), &mut queue);
                             // Text after an empty finish_reason means it was not the end after all.
                             if empty_finish {
                                 ends.last_empty_finish = true;
-                            } else if out.iter().any(|e| {
+                            } else if queue.iter().any(|e| {
                                 matches!(e, Ok(StreamEvent::Delta(_) | StreamEvent::ToolCall(_)))
                             }) {
                                 ends.last_empty_finish = false;
                             }
-                            ends.finished |= out
+                            ends.finished |= queue
                                 .iter()
                                 .any(|e| matches!(e, Ok(StreamEvent::Done { .. })));
-                            queue.extend(out);
                         }
                         Some(Err(e)) => {
                             ends.closed = true;
@@ -241,10 +338,14 @@ impl Provider for OpenAiCompatible {
 mod tests {
     use super::*;
 
+    /// Both paths must agree: the typed fast path and the lenient `Value` path.
     fn events(chunk: Value) -> Vec<Result<StreamEvent, ProviderError>> {
-        let mut out = Vec::new();
-        chunk_events(chunk, &mut out);
-        out
+        let mut fast = Queue::new();
+        parse_chunk(&chunk.to_string(), &mut fast);
+        let mut lenient = Queue::new();
+        chunk_events(chunk, &mut lenient);
+        assert_eq!(format!("{fast:?}"), format!("{lenient:?}"));
+        fast.into_iter().collect()
     }
 
     #[test]
@@ -272,5 +373,37 @@ mod tests {
     #[test]
     fn a_chunk_without_id_or_choices_is_accepted() {
         assert!(events(json!({"object":"chat.completion.chunk"})).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    #[test]
+    fn odd_types_fall_back_to_the_lenient_path() {
+        let mut out = Queue::new();
+        parse_chunk(
+            r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":7}]}"#,
+            &mut out,
+        );
+        assert!(matches!(out.front(), Some(Ok(StreamEvent::Delta(t))) if t == "hi"));
+    }
+
+    #[test]
+    fn unreadable_json_is_an_error() {
+        let mut out = Queue::new();
+        parse_chunk("{nope", &mut out);
+        assert!(matches!(out.front(), Some(Err(ProviderError::Reported(_)))));
+    }
+
+    #[test]
+    fn an_empty_finish_reason_is_reported() {
+        let mut out = Queue::new();
+        assert!(parse_chunk(
+            r#"{"choices":[{"delta":{},"finish_reason":""}]}"#,
+            &mut out
+        ));
+        assert!(out.is_empty());
     }
 }

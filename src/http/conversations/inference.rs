@@ -62,32 +62,59 @@ pub async fn inference(
 }
 
 fn events(subscription: Subscription) -> impl futures::Stream<Item = Event> + Send + 'static {
-    let message_id = subscription.message_id();
-    futures::stream::unfold(subscription, move |mut sub| async move {
+    let ids = EventIds::new(subscription.message_id());
+    futures::stream::unfold((subscription, ids), |(mut sub, mut ids)| async move {
         loop {
             let event = sub.next().await?;
-            if let Some(sse) = to_sse(message_id, event) {
-                return Some((sse, sub));
+            if let Some(sse) = to_sse(&mut ids, event) {
+                return Some((sse, (sub, ids)));
             }
         }
     })
 }
 
+/// Writes `<message id>:<offset>` event ids into one buffer per stream: no allocation per delta.
+struct EventIds {
+    buf: [u8; 64],
+}
+
+/// Length of a hyphenated UUID and its `:`.
+const PREFIX: usize = 37;
+
+impl EventIds {
+    fn new(message_id: Uuid) -> Self {
+        let mut buf = [0u8; 64];
+        message_id.hyphenated().encode_lower(&mut buf[..36]);
+        buf[36] = b':';
+        Self { buf }
+    }
+
+    fn with(&mut self, suffix: &str) -> &str {
+        let end = PREFIX + suffix.len();
+        self.buf[PREFIX..end].copy_from_slice(suffix.as_bytes());
+        // The buffer holds ASCII only: a UUID, a colon and digits or `done`.
+        std::str::from_utf8(&self.buf[..end]).unwrap_or_default()
+    }
+
+    fn offset(&mut self, offset: usize) -> &str {
+        let mut digits = itoa::Buffer::new();
+        self.with(digits.format(offset))
+    }
+}
+
 /// The SSE event for a core event; `None` for what this dialect does not show.
-fn to_sse(message_id: Uuid, event: GenEvent) -> Option<Event> {
+fn to_sse(ids: &mut EventIds, event: GenEvent) -> Option<Event> {
     Some(match event {
         // The conversations API sends no tools upstream, so this is never expected here.
         GenEvent::ToolCall { .. } => return None,
-        GenEvent::Delta { text, end } => Event::default()
-            .id(format!("{message_id}:{end}"))
-            .data(text),
+        GenEvent::Delta { text, end } => Event::default().id(ids.offset(end)).data(text),
         GenEvent::Sources(sources) => Event::default()
             .event("sources")
-            .id(format!("{message_id}:0"))
+            .id(ids.offset(0))
             .data(sources.to_string()),
         GenEvent::Error { failure, offset } => Event::default()
             .event("error")
-            .id(format!("{message_id}:{offset}"))
+            .id(ids.offset(offset))
             .data(json!({"code": failure.code, "message": failure.message}).to_string()),
         GenEvent::Done(done) => {
             let body = json!({
@@ -98,7 +125,7 @@ fn to_sse(message_id: Uuid, event: GenEvent) -> Option<Event> {
             });
             Event::default()
                 .event("done")
-                .id(format!("{message_id}:done"))
+                .id(ids.with("done"))
                 .data(body.to_string())
         }
     })
