@@ -76,6 +76,11 @@ enum Kind {
     Publishable,
 }
 
+/// glibc's allocator spent about a fifth of sluice's CPU under load (see BENCHMARKS.md); the
+/// library leaves the choice to embedding applications, the binary takes mimalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     sluice::telemetry::init();

@@ -80,21 +80,24 @@ impl Hub {
         }
         // A saved answer still marked `streaming` may be one whose task is registering right
         // now: only the locked path below may conclude it is not running here.
-        if let Some(saved) = self.saved_answer(question.id).await? {
+        let saved = self.saved_answer(question.id).await?;
+        if let Some(saved) = &saved {
             let settled = saved
                 .finished()
                 .is_some_and(|f| f.status != crate::domain::MessageStatus::Streaming);
             if settled {
-                return Ok(saved);
+                return Ok(saved.clone());
             }
         }
         // Starting is serialised so that two readers arriving together cause one upstream call.
+        // A start that raced ours and already finished is caught by the unique `reply_to`.
         let _guard = self.start_lock.lock().await;
         if let Some(live) = self.running().get(&question.id) {
             return Ok(live.clone());
         }
-        if let Some(saved) = self.saved_answer(question.id).await? {
-            return Ok(saved);
+        if let Some(orphan) = saved {
+            // Left `streaming` by another process: replay what it saved.
+            return Ok(orphan);
         }
         if self.closing.is_cancelled() {
             return Err(Error::ShuttingDown);

@@ -269,7 +269,7 @@ fn cancelled(live: &Live) -> Outcome {
 }
 
 /// Saves the outcome, retrying a failing database for a while: an answer is never dropped
-/// because of a transient error. Falls back to the in-memory row so readers still get `done`.
+/// because of a transient error; readers get `done` with the row either way.
 async fn save(
     job: &Job,
     row: &message::Model,
@@ -277,9 +277,13 @@ async fn save(
     sources: Option<Arc<serde_json::Value>>,
 ) -> message::Model {
     let mut delay = Duration::from_millis(100);
+    let mut updated_at = None;
     for attempt in 1..=8 {
         match job.hub.store.finish_generation(record).await {
-            Ok(row) => return row,
+            Ok(at) => {
+                updated_at = Some(at);
+                break;
+            }
             Err(e) => {
                 tracing::error!(message_id = %record.message_id, attempt, error = %e, "saving the answer failed");
                 tokio::time::sleep(delay).await;
@@ -287,17 +291,20 @@ async fn save(
             }
         }
     }
+    // The saved row, built from what was written rather than read back.
     let tokens = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
     message::Model {
         content: record.content.clone(),
         status: record.status.as_str().to_owned(),
         finish_reason: record.finish_reason.clone(),
+        provider: Some(record.provider.clone()),
+        model: Some(record.model.clone()),
         prompt_tokens: Some(tokens(record.usage.prompt_tokens)),
         completion_tokens: Some(tokens(record.usage.completion_tokens)),
         usage_estimated: record.usage.estimated,
         cost_micros: Some(record.cost_micros),
         sources: sources.map(|s| (*s).clone()),
-        updated_at: crate::store::now(),
+        updated_at: updated_at.unwrap_or_else(crate::store::now),
         ..row.clone()
     }
 }

@@ -1,7 +1,7 @@
 //! Chats, always read through a `Scope`.
 
 use entity::chat;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, QuerySelect, Select, Set,
@@ -60,7 +60,7 @@ impl Store {
     pub async fn chat(&self, scope: &Scope, id: Uuid) -> Result<Option<chat::Model>, DbErr> {
         scoped(scope)
             .filter(chat::Column::Id.eq(id))
-            .one(&self.db)
+            .one(&self.reader)
             .await
     }
 
@@ -76,7 +76,7 @@ impl Store {
             .order_by_desc(chat::Column::Id)
             .limit(limit)
             .offset(offset)
-            .all(&self.db)
+            .all(&self.reader)
             .await
     }
 
@@ -111,18 +111,20 @@ impl Store {
         conn: &C,
         chat_id: Uuid,
     ) -> Result<i64, DbErr> {
-        chat::Entity::update_many()
-            .col_expr(
+        // One statement: UPDATE … RETURNING (SQLite ≥ 3.35 and PostgreSQL).
+        let update = Query::update()
+            .table(chat::Entity)
+            .value(
                 chat::Column::LastSeq,
                 Expr::col(chat::Column::LastSeq).add(1),
             )
-            .filter(chat::Column::Id.eq(chat_id))
-            .exec(conn)
-            .await?;
-        let row = chat::Entity::find_by_id(chat_id)
-            .one(conn)
+            .and_where(chat::Column::Id.eq(chat_id))
+            .returning_col(chat::Column::LastSeq)
+            .to_owned();
+        let row = conn
+            .query_one(&update)
             .await?
             .ok_or(DbErr::RecordNotFound("chat".into()))?;
-        Ok(row.last_seq)
+        row.try_get::<i64>("", "last_seq")
     }
 }

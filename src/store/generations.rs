@@ -105,7 +105,11 @@ impl Store {
     }
 
     /// Saves the final answer, the generation's outcome and the usage record together.
-    pub async fn finish_generation(&self, r: &FinishRecord) -> Result<message::Model, DbErr> {
+    /// Returns the `updated_at` written; the caller has every other field of the row.
+    pub async fn finish_generation(
+        &self,
+        r: &FinishRecord,
+    ) -> Result<chrono::DateTime<chrono::Utc>, DbErr> {
         let txn = self.db.begin().await?;
         let at = now();
         let tokens = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
@@ -170,12 +174,8 @@ impl Store {
             .insert(&txn)
             .await?;
         }
-        let saved = message::Entity::find_by_id(r.message_id)
-            .one(&txn)
-            .await?
-            .ok_or(DbErr::RecordNotFound("message".into()))?;
         txn.commit().await?;
-        Ok(saved)
+        Ok(at)
     }
 
     /// Charges usage that belongs to no stored message (the `/v1` dialect).
@@ -218,7 +218,7 @@ impl Store {
         usage_record::Entity::find()
             .filter(usage_record::Column::WorkspaceId.eq(workspace_id))
             .order_by_asc(usage_record::Column::CreatedAt)
-            .all(&self.db)
+            .all(&self.reader)
             .await
     }
 
@@ -257,7 +257,7 @@ impl Store {
     ) -> Result<Option<generation::Model>, DbErr> {
         generation::Entity::find()
             .filter(generation::Column::MessageId.eq(message_id))
-            .one(&self.db)
+            .one(&self.reader)
             .await
     }
 }

@@ -41,11 +41,11 @@ impl Store {
     pub async fn key_by_hash(&self, hash: &str) -> Result<Option<api_key::Model>, DbErr> {
         api_key::Entity::find()
             .filter(api_key::Column::KeyHash.eq(hash))
-            .one(&self.db)
+            .one(&self.reader)
             .await
     }
 
     pub async fn count_keys(&self) -> Result<u64, DbErr> {
-        api_key::Entity::find().count(&self.db).await
+        api_key::Entity::find().count(&self.reader).await
     }
 }

@@ -56,7 +56,7 @@ impl Store {
         if !include_system {
             q = q.filter(message::Column::Role.ne(Role::System.as_str()));
         }
-        q.order_by_asc(message::Column::Seq).all(&self.db).await
+        q.order_by_asc(message::Column::Seq).all(&self.reader).await
     }
 
     pub async fn newest_user_message(
@@ -67,19 +67,19 @@ impl Store {
             .filter(message::Column::ChatId.eq(chat_id))
             .filter(message::Column::Role.eq(Role::User.as_str()))
             .order_by_desc(message::Column::Seq)
-            .one(&self.db)
+            .one(&self.reader)
             .await
     }
 
     pub async fn message(&self, id: Uuid) -> Result<Option<message::Model>, DbErr> {
-        message::Entity::find_by_id(id).one(&self.db).await
+        message::Entity::find_by_id(id).one(&self.reader).await
     }
 
     /// The answer to a question, if one was started.
     pub async fn answer_to(&self, question_id: Uuid) -> Result<Option<message::Model>, DbErr> {
         message::Entity::find()
             .filter(message::Column::ReplyTo.eq(question_id))
-            .one(&self.db)
+            .one(&self.reader)
             .await
     }
 
@@ -93,7 +93,7 @@ impl Store {
             .filter(message::Column::ChatId.eq(chat_id))
             .filter(message::Column::Seq.lte(up_to_seq))
             .order_by_asc(message::Column::Seq)
-            .all(&self.db)
+            .all(&self.reader)
             .await
     }
 }

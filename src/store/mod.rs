@@ -30,10 +30,32 @@ pub struct Scope {
 }
 
 /// Handle to the database; cheap to clone.
+///
+/// On SQLite, writes go through one connection (SQLite has one writer anyway, and a single
+/// writer cannot hit `SQLITE_BUSY` on a read-to-write upgrade) while reads use a small pool of
+/// their own: in WAL mode readers never wait for the writer, so a burst of new streams does not
+/// queue its lookups behind every checkpoint and insert. On PostgreSQL both are one pool.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    reader: DatabaseConnection,
 }
+
+fn sqlite_options(options: &mut ConnectOptions, connections: u32) {
+    options
+        .max_connections(connections)
+        .min_connections(1)
+        .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
+            o.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+}
+
+/// Readers of a SQLite file, besides its one writer.
+const SQLITE_READERS: u32 = 4;
 
 impl Store {
     /// Connects (creating a SQLite file if needed) without migrating.
@@ -43,24 +65,27 @@ impl Store {
             .sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
-        if url.starts_with("sqlite:") {
-            // One connection: SQLite has one writer anyway, and a single connection avoids
-            // SQLITE_BUSY on read-to-write upgrades. WAL keeps readers of the file unblocked.
-            options
-                .max_connections(1)
-                .min_connections(1)
-                .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
-                    o.create_if_missing(true)
-                        .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal)
-                        .busy_timeout(Duration::from_secs(10))
-                        .foreign_keys(true)
-                });
-        } else {
+        if !url.starts_with("sqlite:") {
             options.max_connections(16).min_connections(1);
+            let db = Database::connect(options).await?;
+            return Ok(Self {
+                reader: db.clone(),
+                db,
+            });
         }
+        let mut reader_options = options.clone();
+        sqlite_options(&mut options, 1);
         let db = Database::connect(options).await?;
-        Ok(Self { db })
+        // An in-memory database exists once per connection: it cannot have separate readers.
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Ok(Self {
+                reader: db.clone(),
+                db,
+            });
+        }
+        sqlite_options(&mut reader_options, SQLITE_READERS);
+        let reader = Database::connect(reader_options).await?;
+        Ok(Self { db, reader })
     }
 
     /// Applies pending migrations.
@@ -85,6 +110,7 @@ impl Store {
     }
 
     pub async fn close(self) -> Result<(), DbErr> {
+        self.reader.close().await?;
         self.db.close().await
     }
 }

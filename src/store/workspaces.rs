@@ -28,7 +28,7 @@ impl Store {
     pub async fn workspace_by_slug(&self, slug: &str) -> Result<Option<workspace::Model>, DbErr> {
         workspace::Entity::find()
             .filter(workspace::Column::Slug.eq(slug))
-            .one(&self.db)
+            .one(&self.reader)
             .await
     }
 
@@ -38,7 +38,7 @@ impl Store {
         id_or_slug: &str,
     ) -> Result<Option<workspace::Model>, DbErr> {
         match Uuid::parse_str(id_or_slug) {
-            Ok(id) => workspace::Entity::find_by_id(id).one(&self.db).await,
+            Ok(id) => workspace::Entity::find_by_id(id).one(&self.reader).await,
             Err(_) => self.workspace_by_slug(id_or_slug).await,
         }
     }
