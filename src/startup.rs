@@ -30,25 +30,40 @@ pub enum StartError {
     },
 }
 
-/// A built, bound, not yet running sluice.
-pub struct Application {
-    listener: TcpListener,
-    addr: SocketAddr,
+/// sluice without a listener: its router, to serve or to `nest` in another axum application,
+/// and its services, to call the core without HTTP.
+///
+/// ```no_run
+/// # async fn host() -> Result<(), Box<dyn std::error::Error>> {
+/// let sluice = sluice::startup::Sluice::build(sluice::config::Settings::load(None)?).await?;
+/// let app = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "my application" }))
+///     .nest("/ai", sluice.router());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// axum::serve(listener, app)
+///     .with_graceful_shutdown(sluice.shutdown_signal())
+///     .await?;
+/// sluice.finish().await;
+/// # Ok(()) }
+/// ```
+pub struct Sluice {
     router: axum::Router,
     services: Arc<Services>,
-    settings: Settings,
+    checkpointer: tokio::task::JoinHandle<()>,
+    grace: std::time::Duration,
 }
 
-impl Application {
-    /// Connects and migrates the database, recovers interrupted answers, bootstraps keys, builds
-    /// the providers and binds the listener (port 0 picks a free port).
+impl Sluice {
+    /// Connects and migrates the database, marks answers interrupted by the last stop
+    /// `incomplete`, makes sure an admin key exists, builds the providers and the router, and
+    /// starts checkpointing running answers.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         settings.validate()?;
         let providers = Arc::new(Providers::from_settings(&settings)?);
         Self::build_with_providers(settings, providers).await
     }
 
-    /// Like [`Application::build`], with a ready provider registry.
+    /// Like [`Sluice::build`], with a ready provider registry.
     pub async fn build_with_providers(
         settings: Settings,
         providers: Arc<Providers>,
@@ -79,6 +94,7 @@ impl Application {
                 max_context_messages: settings.limits.max_context_messages,
             },
         );
+        let checkpointer = hub.spawn_checkpointer();
         let services = Arc::new(Services {
             store,
             hub,
@@ -91,23 +107,81 @@ impl Application {
             auth: settings.auth,
             keepalive: settings.keepalive,
         });
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: settings.listen,
+        Ok(Self {
+            router,
+            services,
+            checkpointer,
+            grace: settings.shutdown_grace,
+        })
+    }
+
+    /// The complete router (every dialect, with its middleware and state).
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// The domain services behind the router.
+    pub fn services(&self) -> Arc<Services> {
+        self.services.clone()
+    }
+
+    /// Starts shutting down: open streams get their farewell and end, no generation starts.
+    pub fn close(&self) {
+        self.services.hub.closing().cancel();
+    }
+
+    /// Resolves once [`Sluice::close`] was called; hand it to `with_graceful_shutdown`.
+    pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.services.hub.closing().clone().cancelled_owned()
+    }
+
+    /// Lets running generations finish within the grace period, saves the rest as
+    /// `incomplete`, and writes a last checkpoint. Call it after the server stopped.
+    pub async fn finish(self) {
+        let hub = self.services.hub.clone();
+        tracing::info!("waiting for running generations");
+        hub.drain(self.grace).await;
+        hub.checkpoint_all().await;
+        self.checkpointer.abort();
+    }
+}
+
+/// A built, bound, not yet running sluice server.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    sluice: Sluice,
+}
+
+impl Application {
+    /// Builds [`Sluice`] and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let listen = settings.listen;
+        let sluice = Sluice::build(settings).await?;
+        Self::bind(sluice, listen).await
+    }
+
+    /// Like [`Application::build`], with a ready provider registry.
+    pub async fn build_with_providers(
+        settings: Settings,
+        providers: Arc<Providers>,
+    ) -> Result<Self, StartError> {
+        let listen = settings.listen;
+        let sluice = Sluice::build_with_providers(settings, providers).await?;
+        Self::bind(sluice, listen).await
+    }
+
+    async fn bind(sluice: Sluice, listen: SocketAddr) -> Result<Self, StartError> {
+        let bind_error = |source| StartError::Bind {
+            addr: listen,
             source,
-        })?;
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let addr = listener.local_addr().map_err(bind_error)?;
         Ok(Self {
             listener,
             addr,
-            router,
-            services,
-            settings,
+            sluice,
         })
     }
 
@@ -120,7 +194,7 @@ impl Application {
     }
 
     pub fn services(&self) -> Arc<Services> {
-        self.services.clone()
+        self.sluice.services()
     }
 
     /// Serves until `shutdown` resolves, then: stops accepting, ends open streams with `retry:`,
@@ -129,26 +203,21 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let hub = self.services.hub.clone();
-        let checkpointer = hub.spawn_checkpointer();
-        let closing = hub.closing().clone();
-        let signal_closing = closing.clone();
+        let closing = self.sluice.services.hub.closing().clone();
         tokio::spawn(async move {
             shutdown.await;
-            signal_closing.cancel();
+            closing.cancel();
         });
         tracing::info!(addr = %self.addr, "sluice listening on http://{}", self.addr);
         // Nagle's algorithm would hold small SSE frames back for up to 40 ms.
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(closing.cancelled_owned())
+        let served = axum::serve(listener, self.sluice.router())
+            .with_graceful_shutdown(self.sluice.shutdown_signal())
             .await;
-        tracing::info!("no longer accepting; waiting for running generations");
-        hub.drain(self.settings.shutdown_grace).await;
-        hub.checkpoint_all().await;
-        checkpointer.abort();
+        tracing::info!("no longer accepting");
+        self.sluice.finish().await;
         served
     }
 }

@@ -9,6 +9,7 @@ mod helpers;
 
 mod auth;
 mod chats;
+mod embed;
 mod faults;
 mod inference;
 mod lifecycle;
