@@ -181,20 +181,11 @@ impl Hub {
             chat.top_p,
             chat.max_tokens.and_then(|t| u32::try_from(t).ok()),
         );
-        let job = task::Job {
-            hub: self.clone(),
-            live: live.clone(),
-            persist: task::Persist::Answer {
-                row: Box::new(row),
-                generation_id: generation.id,
-            },
-            normalize: true,
-            workspace_id,
-            prompt_estimate: request.estimate_prompt_tokens(),
-            resolved,
-            request,
+        let persist = task::Persist::Answer {
+            row: Box::new(row),
+            generation_id: generation.id,
         };
-        self.tasks.spawn(task::run(job));
+        self.spawn(live.clone(), persist, workspace_id, resolved, request);
         Ok(live)
     }
 
@@ -211,18 +202,37 @@ impl Hub {
         }
         let live = Arc::new(Live::ephemeral(Uuid::new_v4()));
         self.running().insert(live.question_id, live.clone());
+        self.spawn(
+            live.clone(),
+            task::Persist::UsageOnly,
+            workspace_id,
+            resolved,
+            request,
+        );
+        Ok(live)
+    }
+
+    /// Runs a generation as a tracked task. Stored answers get their line breaks normalised;
+    /// unstored ones relay the model's text unchanged.
+    fn spawn(
+        self: &Arc<Self>,
+        live: Arc<Live>,
+        persist: task::Persist,
+        workspace_id: Uuid,
+        resolved: Resolved,
+        request: ChatRequest,
+    ) {
         let job = task::Job {
             hub: self.clone(),
-            live: live.clone(),
-            persist: task::Persist::UsageOnly,
-            normalize: false,
+            live,
+            normalize: matches!(persist, task::Persist::Answer { .. }),
+            persist,
             workspace_id,
             prompt_estimate: request.estimate_prompt_tokens(),
             resolved,
             request,
         };
         self.tasks.spawn(task::run(job));
-        Ok(live)
     }
 
     /// Removes a finished generation from the registry.

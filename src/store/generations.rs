@@ -8,7 +8,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Store, now};
-use crate::domain::{MessageStatus, Usage};
+use crate::domain::{MessageStatus, Role, Usage};
 
 /// What starting a generation records.
 pub struct NewGeneration {
@@ -35,6 +35,37 @@ pub struct FinishRecord {
     pub error: Option<crate::domain::StreamFailure>,
 }
 
+fn tokens(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// A usage record: what one answer cost, charged to a workspace.
+#[allow(clippy::too_many_arguments)]
+fn usage_row(
+    workspace_id: Uuid,
+    chat_id: Option<Uuid>,
+    message_id: Option<Uuid>,
+    provider: &str,
+    model: &str,
+    usage: Usage,
+    cost_micros: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> usage_record::ActiveModel {
+    usage_record::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        workspace_id: Set(workspace_id),
+        chat_id: Set(chat_id),
+        message_id: Set(message_id),
+        provider: Set(provider.to_owned()),
+        model: Set(model.to_owned()),
+        prompt_tokens: Set(tokens(usage.prompt_tokens)),
+        completion_tokens: Set(tokens(usage.completion_tokens)),
+        estimated: Set(usage.estimated),
+        cost_micros: Set(cost_micros),
+        created_at: Set(at),
+    }
+}
+
 impl Store {
     /// Inserts the `streaming` assistant message and its generation in one transaction. A second
     /// start for the same question fails on the unique `reply_to`.
@@ -45,27 +76,18 @@ impl Store {
         let txn = self.db.begin().await?;
         let seq = Store::next_seq(&txn, new.chat_id).await?;
         let at = now();
-        let msg = message::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            chat_id: Set(new.chat_id),
-            seq: Set(seq),
-            role: Set("assistant".to_owned()),
-            content: Set(String::new()),
-            status: Set(MessageStatus::Streaming.as_str().to_owned()),
-            reply_to: Set(Some(new.reply_to)),
-            finish_reason: Set(None),
-            provider: Set(Some(new.provider.clone())),
-            model: Set(Some(new.model.clone())),
-            prompt_tokens: Set(None),
-            completion_tokens: Set(None),
-            usage_estimated: Set(false),
-            cost_micros: Set(None),
-            sources: Set(None),
-            created_at: Set(at),
-            updated_at: Set(at),
-        }
-        .insert(&txn)
-        .await?;
+        let mut msg = super::messages::new_message(
+            new.chat_id,
+            seq,
+            Role::Assistant,
+            String::new(),
+            MessageStatus::Streaming,
+            at,
+        );
+        msg.reply_to = Set(Some(new.reply_to));
+        msg.provider = Set(Some(new.provider.clone()));
+        msg.model = Set(Some(new.model.clone()));
+        let msg = msg.insert(&txn).await?;
         let generation = generation::ActiveModel {
             id: Set(Uuid::new_v4()),
             chat_id: Set(new.chat_id),
@@ -112,7 +134,6 @@ impl Store {
     ) -> Result<chrono::DateTime<chrono::Utc>, DbErr> {
         let txn = self.db.begin().await?;
         let at = now();
-        let tokens = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
         message::Entity::update_many()
             .col_expr(message::Column::Content, Expr::value(r.content.as_str()))
             .col_expr(message::Column::Status, Expr::value(r.status.as_str()))
@@ -158,19 +179,16 @@ impl Store {
             .exec(&txn)
             .await?;
         if r.usage.total_tokens > 0 {
-            usage_record::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                workspace_id: Set(r.workspace_id),
-                chat_id: Set(Some(r.chat_id)),
-                message_id: Set(Some(r.message_id)),
-                provider: Set(r.provider.clone()),
-                model: Set(r.model.clone()),
-                prompt_tokens: Set(tokens(r.usage.prompt_tokens)),
-                completion_tokens: Set(tokens(r.usage.completion_tokens)),
-                estimated: Set(r.usage.estimated),
-                cost_micros: Set(r.cost_micros),
-                created_at: Set(at),
-            }
+            usage_row(
+                r.workspace_id,
+                Some(r.chat_id),
+                Some(r.message_id),
+                &r.provider,
+                &r.model,
+                r.usage,
+                r.cost_micros,
+                at,
+            )
             .insert(&txn)
             .await?;
         }
@@ -190,20 +208,16 @@ impl Store {
         if usage.total_tokens == 0 {
             return Ok(());
         }
-        let tokens = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-        usage_record::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            workspace_id: Set(workspace_id),
-            chat_id: Set(None),
-            message_id: Set(None),
-            provider: Set(provider.to_owned()),
-            model: Set(model.to_owned()),
-            prompt_tokens: Set(tokens(usage.prompt_tokens)),
-            completion_tokens: Set(tokens(usage.completion_tokens)),
-            estimated: Set(usage.estimated),
-            cost_micros: Set(cost_micros),
-            created_at: Set(now()),
-        }
+        usage_row(
+            workspace_id,
+            None,
+            None,
+            provider,
+            model,
+            usage,
+            cost_micros,
+            now(),
+        )
         .insert(&self.db)
         .await
         .map(|_| ())

@@ -10,6 +10,36 @@ use uuid::Uuid;
 use super::{Store, now};
 use crate::domain::{MessageStatus, Role};
 
+/// A message row; the fields a new message does not know yet start empty.
+pub(super) fn new_message(
+    chat_id: Uuid,
+    seq: i64,
+    role: Role,
+    content: String,
+    status: MessageStatus,
+    at: chrono::DateTime<chrono::Utc>,
+) -> message::ActiveModel {
+    message::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        chat_id: Set(chat_id),
+        seq: Set(seq),
+        role: Set(role.as_str().to_owned()),
+        content: Set(content),
+        status: Set(status.as_str().to_owned()),
+        reply_to: Set(None),
+        finish_reason: Set(None),
+        provider: Set(None),
+        model: Set(None),
+        prompt_tokens: Set(None),
+        completion_tokens: Set(None),
+        usage_estimated: Set(false),
+        cost_micros: Set(None),
+        sources: Set(None),
+        created_at: Set(at),
+        updated_at: Set(at),
+    }
+}
+
 impl Store {
     /// Appends a finished message (a question, or an answer written by the client itself).
     pub async fn insert_message(
@@ -20,28 +50,9 @@ impl Store {
     ) -> Result<message::Model, DbErr> {
         let txn = self.db.begin().await?;
         let seq = Store::next_seq(&txn, chat_id).await?;
-        let at = now();
-        let row = message::ActiveModel {
-            id: Set(Uuid::new_v4()),
-            chat_id: Set(chat_id),
-            seq: Set(seq),
-            role: Set(role.as_str().to_owned()),
-            content: Set(content),
-            status: Set(MessageStatus::Complete.as_str().to_owned()),
-            reply_to: Set(None),
-            finish_reason: Set(None),
-            provider: Set(None),
-            model: Set(None),
-            prompt_tokens: Set(None),
-            completion_tokens: Set(None),
-            usage_estimated: Set(false),
-            cost_micros: Set(None),
-            sources: Set(None),
-            created_at: Set(at),
-            updated_at: Set(at),
-        }
-        .insert(&txn)
-        .await?;
+        let row = new_message(chat_id, seq, role, content, MessageStatus::Complete, now())
+            .insert(&txn)
+            .await?;
         txn.commit().await?;
         Ok(row)
     }
