@@ -72,6 +72,8 @@ pub struct ProviderSettings {
     pub headers: BTreeMap<String, String>,
     pub timeouts: UpstreamTimeouts,
     pub prices: BTreeMap<String, Price>,
+    /// Models (`provider/model`) tried in order when this provider fails before the first delta.
+    pub fallbacks: Vec<String>,
 }
 
 /// Request and context limits.
@@ -391,6 +393,8 @@ pub struct FileProvider {
     pub idle_timeout_secs: Option<u64>,
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
 }
 
 /// Parses the TOML text, reporting the path of the offending key.
@@ -547,6 +551,7 @@ fn resolve_providers(
             headers: p.headers,
             timeouts,
             prices: p.prices,
+            fallbacks: p.fallbacks,
         });
     }
     // Presets enabled by the environment alone: a key for hosted ones, a base URL for local ones.
@@ -575,6 +580,7 @@ fn resolve_providers(
             headers: BTreeMap::new(),
             timeouts: defaults,
             prices: BTreeMap::new(),
+            fallbacks: Vec::new(),
         });
     }
     Ok(out)

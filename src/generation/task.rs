@@ -49,8 +49,29 @@ pub(super) async fn run(job: Job) {
     let running = metrics::gauge!(names::GENERATIONS_RUNNING);
     running.increment(1.0);
     let mut stats = Stats::default();
-    let (outcome, usage) = relay(&job, &mut stats).await;
-    let provider_label = job.resolved.provider.name().to_owned();
+    // The configured model, then its fallbacks, each tried only while nothing was relayed.
+    let candidates: Vec<&Resolved> = std::iter::once(&job.resolved)
+        .chain(job.resolved.fallbacks.iter())
+        .collect();
+    let mut answered_by = candidates[0];
+    let (mut outcome, mut usage) = (Outcome::Cancelled(CancelReason::Stop), None);
+    for (attempt, candidate) in candidates.iter().enumerate() {
+        answered_by = candidate;
+        (outcome, usage) = relay(&job, candidate, &mut stats).await;
+        let next = candidates.get(attempt + 1);
+        match (&outcome, next) {
+            (Outcome::Failed(e), Some(next)) if stats.deltas == 0 && e.may_fall_back() => {
+                tracing::warn!(
+                    from = %candidate.provider.name(),
+                    to = %next.provider.name(),
+                    error = %e,
+                    "provider failed before the first delta; falling back"
+                );
+            }
+            _ => break,
+        }
+    }
+    let provider_label = answered_by.provider.name().to_owned();
     if let Some(ttft) = stats.first_delta {
         metrics::histogram!(names::UPSTREAM_TTFT, "provider" => provider_label.clone())
             .record(ttft.as_secs_f64());
@@ -89,14 +110,14 @@ pub(super) async fn run(job: Job) {
     };
     let usage = usage
         .unwrap_or_else(|| Usage::new(job.prompt_estimate, Usage::estimate_tokens(&text), true));
-    let cost_micros = job.resolved.price.map_or(0, |p| {
+    let cost_micros = answered_by.price.map_or(0, |p| {
         let micros = f64::from(usage.prompt_tokens) * p.input
             + f64::from(usage.completion_tokens) * p.output;
         // Saturating float-to-int conversion: prices are small, tokens bounded.
         micros.round() as i64
     });
-    let provider = job.resolved.provider.name().to_owned();
-    let model = job.resolved.model.clone();
+    let provider = answered_by.provider.name().to_owned();
+    let model = answered_by.model.clone();
     let bytes = text.len();
     let saved = match &job.persist {
         Persist::Answer { row, generation_id } => {
@@ -149,14 +170,16 @@ struct Stats {
     deltas: u64,
 }
 
-async fn relay(job: &Job, stats: &mut Stats) -> (Outcome, Option<Usage>) {
+async fn relay(job: &Job, target: &Resolved, stats: &mut Stats) -> (Outcome, Option<Usage>) {
     let called = Instant::now();
     let live = &job.live;
-    let timeouts = job.resolved.timeouts;
+    let timeouts = target.timeouts;
     let first_token_deadline = Instant::now() + timeouts.first_token;
     let mut usage = None;
 
-    let connect = job.resolved.provider.stream(job.request.clone());
+    let mut request = job.request.clone();
+    request.model.clone_from(&target.model);
+    let connect = target.provider.stream(request);
     let mut stream = tokio::select! {
         biased;
         () = live.cancelled() => return (cancelled(live), None),

@@ -132,6 +132,15 @@ impl ProviderError {
         }
     }
 
+    /// Whether another provider might succeed where this one failed (before any delta): not
+    /// when the request itself was refused.
+    pub fn may_fall_back(&self) -> bool {
+        match self {
+            ProviderError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            _ => true,
+        }
+    }
+
     /// Text safe to show a client. Upstream messages of authentication failures are withheld:
     /// they can quote part of the operator's key.
     pub fn public_message(&self) -> String {
@@ -200,6 +209,8 @@ pub struct Resolved {
     pub model: String,
     pub price: Option<Price>,
     pub timeouts: UpstreamTimeouts,
+    /// Tried in order if this one fails before its first delta.
+    pub fallbacks: Vec<Resolved>,
 }
 
 /// Every configured provider, and the rules that pick one for a request.
@@ -281,6 +292,18 @@ impl Providers {
                 .enumerate()
                 .find_map(|(i, (_, s))| s.models.first().map(|m| (i, m.clone()))),
         };
+        for (_, settings) in &registry.entries {
+            if let Some(bad) = settings
+                .fallbacks
+                .iter()
+                .find(|spec| registry.find(None, Some(spec)).is_none())
+            {
+                return Err(crate::config::ConfigError::Invalid(format!(
+                    "provider `{}`: fallback `{bad}` names no configured provider or model",
+                    settings.name
+                )));
+            }
+        }
         if registry.default.is_none() && !registry.entries.is_empty() {
             return Err(crate::config::ConfigError::Invalid(
                 "no default model: list a model under a provider or set SLUICE_DEFAULT_MODEL"
@@ -359,15 +382,28 @@ impl Providers {
                 model: DEMO_MODEL.to_owned(),
                 price: None,
                 timeouts: UpstreamTimeouts::default(),
+                fallbacks: Vec::new(),
             });
         }
         let (i, model) = self.find(provider, model)?;
-        let (provider, settings) = &self.entries[i];
-        Some(Resolved {
+        let mut resolved = self.entry(i, model);
+        resolved.fallbacks = self.entries[i]
+            .1
+            .fallbacks
+            .iter()
+            .filter_map(|spec| self.find(None, Some(spec)).map(|(j, m)| self.entry(j, m)))
+            .collect();
+        Some(resolved)
+    }
+
+    fn entry(&self, index: usize, model: String) -> Resolved {
+        let (provider, settings) = &self.entries[index];
+        Resolved {
             provider: provider.clone(),
             price: settings.prices.get(&model).copied(),
             timeouts: settings.timeouts,
             model,
-        })
+            fallbacks: Vec::new(),
+        }
     }
 }

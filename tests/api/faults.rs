@@ -265,3 +265,81 @@ async fn an_upstream_401_is_reported_without_its_message() {
     );
     assert!(error["message"].as_str().unwrap().contains("401"));
 }
+
+async fn app_with_backup() -> (TestApp, MockUpstream) {
+    let backup = MockUpstream::start().await.unwrap();
+    let backup_url = backup.base_url();
+    let app = spawn_app_with(move |s| {
+        let mut second = s.providers[0].clone();
+        second.name = "backup".into();
+        second.base_url = backup_url;
+        s.providers[0].fallbacks = vec!["backup/mock-model".into()];
+        s.providers.push(second);
+    })
+    .await;
+    (app, backup)
+}
+
+#[tokio::test]
+async fn a_provider_that_fails_before_the_first_delta_falls_back_to_the_next() {
+    let (app, backup) = app_with_backup().await;
+    let mut failing = Script::text(&["never"]);
+    failing.status = Some(503);
+    app.mock.set_default(failing.clone());
+    backup.push(Script::text(&["from ", "the ", "backup"]));
+
+    let (events, chat) = run(&app, failing).await;
+
+    assert!(named(&events, "error").is_none(), "{events:?}");
+    assert_eq!(text_of(&events), "from the backup");
+    assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+    assert_eq!(backup.request_count(), 1);
+    let answer = app
+        .services
+        .store
+        .list_messages(chat.parse().unwrap(), false)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(answer.provider.as_deref(), Some("backup"));
+}
+
+#[tokio::test]
+async fn no_fallback_after_the_first_delta_or_for_a_refused_request() {
+    let (app, backup) = app_with_backup().await;
+    let mut mid_stream = Script::text(&["partial ", "answer"]);
+    mid_stream.error_after = Some(1);
+    let mut refused = Script::text(&["x"]);
+    refused.status = Some(400);
+
+    let (after_delta, _) = run(&app, mid_stream).await;
+    let (bad_request, _) = run(&app, refused).await;
+
+    assert_eq!(named(&after_delta, "done").unwrap()["status"], "incomplete");
+    assert_eq!(text_of(&after_delta), "partial ");
+    assert_eq!(named(&bad_request, "done").unwrap()["status"], "failed");
+    assert_eq!(backup.request_count(), 0);
+}
+
+#[tokio::test]
+async fn the_openai_api_falls_back_too() {
+    let (app, backup) = app_with_backup().await;
+    let mut silent = Script::text(&["never"]);
+    silent.cut_after = Some(0);
+    app.mock.push(silent);
+    backup.push(Script::text(&["rescued"]));
+
+    let response = app
+        .post_json(
+            "/v1/chat/completions",
+            &serde_json::json!({"model": "mock/mock-model", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "rescued");
+}

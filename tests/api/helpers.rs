@@ -78,6 +78,7 @@ pub fn test_settings(database_url: &str, mock: &MockUpstream) -> Settings {
         headers: BTreeMap::new(),
         timeouts: settings.upstream,
         prices: BTreeMap::new(),
+        fallbacks: Vec::new(),
     }];
     settings
 }
