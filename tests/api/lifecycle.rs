@@ -87,6 +87,30 @@ impl Process {
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// Creates a chat named `name` with one question; returns the chat id.
+    async fn ask(&self, client: &reqwest::Client, key: &str, name: &str) -> String {
+        let chat: Value = client
+            .post(format!("{}/chats/create", self.base))
+            .bearer_auth(key)
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let chat_id = chat["id"].as_str().unwrap().to_owned();
+        let created = client
+            .post(format!("{}/conversations/create", self.base))
+            .bearer_auth(key)
+            .json(&json!({"chat_id": chat_id, "role": "Human", "message": "q"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        chat_id
+    }
 }
 
 fn sluice_command(database_url: &str, mock: &MockUpstream) -> Command {
@@ -154,24 +178,7 @@ async fn a_process_killed_mid_stream_leaves_the_partial_answer_incomplete_after_
     let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
     let client = reqwest::Client::new();
     let mut first = start_process(&database_url, &mock, Some(&key));
-    let chat: Value = client
-        .post(format!("{}/chats/create", first.base))
-        .bearer_auth(&key)
-        .json(&json!({"name": "crash"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let chat_id = chat["id"].as_str().unwrap().to_owned();
-    client
-        .post(format!("{}/conversations/create", first.base))
-        .bearer_auth(&key)
-        .json(&json!({"chat_id": chat_id, "role": "Human", "message": "q"}))
-        .send()
-        .await
-        .unwrap();
+    let chat_id = first.ask(&client, &key, "crash").await;
     let mut sse = SseClient::new(
         client
             .get(format!("{}/conversations/inference/{chat_id}", first.base))
@@ -239,24 +246,7 @@ async fn sigterm_exits_zero_after_finishing_the_running_answer() {
     let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
     let client = reqwest::Client::new();
     let mut process = start_process(&database_url, &mock, Some(&key));
-    let chat: Value = client
-        .post(format!("{}/chats/create", process.base))
-        .bearer_auth(&key)
-        .json(&json!({"name": "term"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let chat_id = chat["id"].as_str().unwrap().to_owned();
-    client
-        .post(format!("{}/conversations/create", process.base))
-        .bearer_auth(&key)
-        .json(&json!({"chat_id": chat_id, "role": "Human", "message": "q"}))
-        .send()
-        .await
-        .unwrap();
+    let chat_id = process.ask(&client, &key, "term").await;
     let response = client
         .get(format!(
             "{}/conversations/inference/{chat_id}",
