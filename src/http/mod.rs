@@ -4,6 +4,8 @@ pub mod conversations;
 pub mod extract;
 pub mod openai;
 mod ops;
+mod page;
+mod session;
 pub mod sse;
 
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.services.limits.max_body_bytes;
     Router::new()
         .merge(ops::router())
+        .merge(page::router())
+        .merge(session::router())
         .merge(conversations::router())
         .nest("/v1", openai::router())
         .fallback(not_found)
