@@ -117,6 +117,64 @@ pub struct Settings {
     pub limits: Limits,
     /// Other names for models: alias → `provider/model`.
     pub aliases: BTreeMap<String, String>,
+    /// Origins whose pages may call sluice from the browser (CORS).
+    pub cors_origins: CorsOrigins,
+}
+
+/// Which other origins' pages may call the API from a browser. Credentials (the session
+/// cookie) are never allowed cross-origin: such pages authenticate with a key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// No CORS headers: only same-origin pages (and non-browser clients).
+    #[default]
+    None,
+    /// Any origin (`*`).
+    Any,
+    /// These origins, each `scheme://host[:port]`.
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// Parses `SLUICE_CORS_ORIGINS`: `*`, or origins separated by commas.
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, ConfigError> {
+        let items: Vec<&str> = items
+            .iter()
+            .flat_map(|i| i.as_ref().split(','))
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .collect();
+        if items.is_empty() {
+            return Ok(CorsOrigins::None);
+        }
+        if items.contains(&"*") {
+            if items.len() > 1 {
+                return Err(ConfigError::Invalid(
+                    "SLUICE_CORS_ORIGINS: `*` allows every origin and cannot be combined with a \
+                     list"
+                        .into(),
+                ));
+            }
+            return Ok(CorsOrigins::Any);
+        }
+        let mut origins = Vec::with_capacity(items.len());
+        for item in items {
+            let rest = item
+                .strip_prefix("https://")
+                .or_else(|| item.strip_prefix("http://"));
+            let valid = rest.is_some_and(|host| {
+                !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) && host.is_ascii()
+            });
+            if !valid {
+                return Err(ConfigError::Invalid(format!(
+                    "SLUICE_CORS_ORIGINS: `{item}` is not an origin such as \
+                     https://app.example.com or http://localhost:3000 (scheme, host and \
+                     optional port, no path)"
+                )));
+            }
+            origins.push(item.to_ascii_lowercase());
+        }
+        Ok(CorsOrigins::List(origins))
+    }
 }
 
 impl Settings {
@@ -137,6 +195,7 @@ impl Settings {
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
             aliases: BTreeMap::new(),
+            cors_origins: CorsOrigins::None,
         }
     }
 
@@ -283,6 +342,10 @@ impl Settings {
 
         settings.providers = resolve_providers(file.providers, env, settings.upstream)?;
         settings.aliases = file.aliases;
+        settings.cors_origins = match var("SLUICE_CORS_ORIGINS") {
+            Some(v) => CorsOrigins::parse(&[v])?,
+            None => CorsOrigins::parse(&file.cors_origins)?,
+        };
         settings.validate()?;
         Ok(settings)
     }
@@ -359,6 +422,9 @@ pub struct FileConfig {
     /// Other names for models: `fast = "groq/llama-3.3-70b-versatile"`.
     #[serde(default)]
     pub aliases: BTreeMap<String, String>,
+    /// Origins allowed by CORS: `["https://app.example.com"]` or `["*"]`.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

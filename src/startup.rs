@@ -106,6 +106,7 @@ impl Sluice {
             services: services.clone(),
             auth: settings.auth,
             keepalive: settings.keepalive,
+            cors: settings.cors_origins.clone(),
         });
         Ok(Self {
             router,

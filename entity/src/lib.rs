@@ -6,4 +6,5 @@ pub mod generation;
 pub mod message;
 pub mod share;
 pub mod usage_record;
+pub mod web_session;
 pub mod workspace;

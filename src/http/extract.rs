@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::AppState;
 use crate::config::AuthMode;
 use crate::error::Error;
-use crate::service::{KeyKind, Principal};
+use crate::service::{KeyKind, Principal, tokens_match};
 
 /// The authenticated caller. `E` is the dialect's error type.
 pub struct Auth<E>(pub Principal, pub PhantomData<E>);
@@ -58,13 +58,39 @@ fn query_key(parts: &Parts) -> Option<String> {
         .find_map(|(k, v)| (k == "key").then_some(v))
 }
 
+/// The name of the browser session cookie set by `POST /session`.
+pub const SESSION_COOKIE: &str = "sluice_session";
+
+/// The request header that must echo a session's CSRF token on state-changing requests.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of the session cookie, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(name, value)| (name == SESSION_COOKIE).then_some(value.trim_matches('"')))
+}
+
+/// Order: a key in a header, then a publishable key in `?key=`, then the session cookie.
 async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
     let mut principal = if state.auth == AuthMode::Off {
         Principal::admin(state.services.default_workspace)
     } else {
         let from_query = query_key(parts);
-        let principal = match (header_key(&parts.headers), from_query.as_deref()) {
-            (Some(key), _) => state.services.authenticate(key).await?,
+        let origin = parts
+            .headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        match (header_key(&parts.headers), from_query.as_deref()) {
+            (Some(key), _) => {
+                let p = state.services.authenticate(key).await?;
+                p.check_origin(origin)?;
+                p
+            }
             (None, Some(key)) if key.starts_with("sk_") => {
                 return Err(Error::UnauthenticatedBecause(
                     "secret keys are refused in URLs, where logs and browser history keep them; \
@@ -77,24 +103,11 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Erro
                 if p.kind != KeyKind::Publishable {
                     return Err(Error::Unauthenticated);
                 }
+                p.check_origin(origin)?;
                 p
             }
-            (None, None) => return Err(Error::Unauthenticated),
-        };
-        if let Some(origins) = &principal.allowed_origins {
-            let origin = parts
-                .headers
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok());
-            if !origin.is_some_and(|o| origins.iter().any(|allowed| allowed == o)) {
-                return Err(Error::Forbidden(
-                    "this publishable key is bound to other origins: the request's Origin header \
-                     does not match"
-                        .into(),
-                ));
-            }
+            (None, None) => session_principal(parts, state).await?,
         }
-        principal
     };
     if let Some(user) = parts.headers.get("x-user-id") {
         let user = user
@@ -116,6 +129,29 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Erro
         principal.end_user = Some(user.to_owned());
     }
     Ok(principal)
+}
+
+/// The caller behind a session cookie. The cookie is `SameSite=Strict` and a state-changing
+/// request must also echo the session's CSRF token, which only the page's own script can read;
+/// origin binding was checked when the key signed in.
+async fn session_principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
+    let token = session_cookie(&parts.headers).ok_or(Error::Unauthenticated)?;
+    let session = state.services.web_session(token).await?;
+    if !parts.method.is_safe() {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !tokens_match(sent, &session.csrf_token) {
+            return Err(Error::Forbidden(
+                "a request authenticated by the session cookie must send the session's CSRF \
+                 token in the X-CSRF-Token header"
+                    .into(),
+            ));
+        }
+    }
+    Ok(session.principal)
 }
 
 /// A JSON body whose rejections name the field at fault, in the dialect's envelope.

@@ -1,6 +1,7 @@
 //! HTTP: router assembly, middleware, SSE encoding, extractors, then one folder per dialect.
 
 pub mod conversations;
+mod docs;
 pub mod extract;
 pub mod openai;
 mod ops;
@@ -20,8 +21,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
-use crate::config::AuthMode;
+use crate::config::{AuthMode, CorsOrigins};
 use crate::service::Services;
 
 /// What every handler can reach.
@@ -30,6 +32,7 @@ pub struct AppState {
     pub services: Arc<Services>,
     pub auth: AuthMode,
     pub keepalive: Duration,
+    pub cors: CorsOrigins,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -41,12 +44,17 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// query, request id: a `?key=` never reaches the log), panics turned into 500s, body limit.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.services.limits.max_body_bytes;
-    Router::new()
+    let cors = cors_layer(&state.cors);
+    // Documented routes are registered on the `OpenApiRouter` (with `routes!`), which collects
+    // their `#[utoipa::path]` descriptions; `docs::publish` serves the result. Plain axum routers
+    // merge below it, undocumented.
+    let documented = OpenApiRouter::with_openapi(docs::base())
         .merge(ops::router())
-        .merge(page::router())
-        .merge(session::router())
         .merge(conversations::router())
-        .nest("/v1", openai::router())
+        .merge(session::router())
+        .nest("/v1", openai::router());
+    let app = docs::publish(documented)
+        .merge(page::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -86,7 +94,48 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .layer(DefaultBodyLimit::max(body_limit))
                 .layer(axum::middleware::from_fn(count_requests)),
-        )
+        );
+    // Outermost, so that preflights are answered before anything else runs.
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// CORS for the configured origins: keys in headers, never credentials (the session cookie
+/// stays same-site). Preflights are answered here, before authentication.
+fn cors_layer(origins: &CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = match origins {
+        CorsOrigins::None => return None,
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(
+            list.iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .collect::<Vec<_>>(),
+        ),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-user-id"),
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+            .max_age(Duration::from_secs(3600)),
+    )
 }
 
 /// Counts every response by method, matched route (never the raw path: ids would explode the
@@ -128,14 +177,27 @@ async fn method_not_allowed() -> impl IntoResponse {
     )
 }
 
-/// Registers `path` and `path/` for the same handler: clients use both.
+/// Registers a documented route as written in its `#[utoipa::path]` and, undocumented, its
+/// trailing-slash twin (`/chats/` and `/chats`, `/chats/{id}` and `/chats/{id}/`): clients use
+/// both.
 pub(crate) fn both<S: Clone + Send + Sync + 'static>(
-    router: Router<S>,
-    path: &str,
-    method_router: axum::routing::MethodRouter<S>,
-) -> Router<S> {
-    let trimmed = path.trim_end_matches('/');
+    router: OpenApiRouter<S>,
+    routes: UtoipaMethodRouter<S>,
+) -> OpenApiRouter<S> {
+    let (schemas, paths, method_router) = routes;
+    let twins: Vec<String> = paths.paths.keys().filter_map(|path| twin(path)).collect();
+    let mut router = router.routes((schemas, paths, method_router.clone()));
+    for path in twins {
+        router = router.route(&path, method_router.clone());
+    }
     router
-        .route(trimmed, method_router.clone())
-        .route(&format!("{trimmed}/"), method_router)
+}
+
+/// `/a/` for `/a`, `/a` for `/a/`; none for `/`.
+fn twin(path: &str) -> Option<String> {
+    match path.strip_suffix('/') {
+        Some("") => None,
+        Some(trimmed) => Some(trimmed.to_owned()),
+        None => Some(format!("{path}/")),
+    }
 }

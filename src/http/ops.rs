@@ -1,22 +1,37 @@
-//! Health and readiness probes.
+//! Health and readiness probes, and Prometheus metrics.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
-/// Prometheus text format. 404 when the embedding application owns the metrics recorder.
+/// Prometheus metrics
+///
+/// Prometheus text format: `sluice_http_requests_total{method,route,status}`,
+/// `sluice_open_streams{dialect}`, `sluice_generations_total{status}`,
+/// `sluice_generations_running`, upstream time to first token and duration.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 404, description = "The embedding application owns the metrics recorder"),
+    ),
+)]
 async fn metrics() -> axum::response::Response {
     match crate::telemetry::prometheus() {
         Some(handle) => {
@@ -34,12 +49,54 @@ async fn metrics() -> axum::response::Response {
     }
 }
 
-/// The process is up.
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, examples("ok"))]
+    status: &'static str,
 }
 
-/// The database answers, and which model serves requests.
+/// Liveness
+///
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is up", body = Health)),
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` or `unavailable`.
+    #[schema(value_type = String, examples("ready"))]
+    status: &'static str,
+    /// `ok` or `unreachable`.
+    #[schema(value_type = String, examples("ok"))]
+    database: &'static str,
+    shutting_down: bool,
+    /// True while the built-in `demo` model answers (no provider configured).
+    demo_model: bool,
+    /// The models served, as `provider/model`.
+    models: Vec<String>,
+    running_generations: usize,
+}
+
+/// Readiness
+///
+/// The database answers and the server is not shutting down; also which models are served.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "The database is unreachable, or the server is shutting down", body = Readiness),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let services = &state.services;
     let database = services.store.ping().await;
@@ -48,14 +105,18 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if let Err(e) = &database {
         tracing::warn!(error = %e, "readiness: database unreachable");
     }
-    let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "database": if database.is_ok() { "ok" } else { "unreachable" },
-        "shutting_down": closing,
-        "demo_model": services.providers.is_demo(),
-        "models": services.providers.model_ids(),
-        "running_generations": services.hub.running_count(),
-    });
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        database: if database.is_ok() {
+            "ok"
+        } else {
+            "unreachable"
+        },
+        shutting_down: closing,
+        demo_model: services.providers.is_demo(),
+        models: services.providers.model_ids(),
+        running_generations: services.hub.running_count(),
+    };
     let status = if ready {
         StatusCode::OK
     } else {

@@ -123,8 +123,20 @@ impl Services {
             .store
             .key_by_hash(&hash_key(raw))
             .await?
-            .filter(|k| k.revoked_at.is_none() && k.kind == kind.as_str())
+            .filter(|k| k.kind == kind.as_str())
             .ok_or(Error::Unauthenticated)?;
+        Principal::of_key(row)
+    }
+}
+
+impl Principal {
+    /// The caller a stored key stands for; a revoked key (or a kind this build does not know)
+    /// is the same `Unauthenticated` as an unknown one.
+    pub(crate) fn of_key(row: entity::api_key::Model) -> Result<Self> {
+        if row.revoked_at.is_some() {
+            return Err(Error::Unauthenticated);
+        }
+        let kind = KeyKind::parse(&row.kind).ok_or(Error::Unauthenticated)?;
         let allowed_origins = row
             .allowed_origins
             .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
@@ -137,6 +149,20 @@ impl Services {
             end_user: None,
             allowed_origins,
         })
+    }
+
+    /// A publishable key bound to origins accepts only requests whose `Origin` is one of them.
+    pub fn check_origin(&self, origin: Option<&str>) -> Result<()> {
+        match &self.allowed_origins {
+            Some(origins) if !origin.is_some_and(|o| origins.iter().any(|a| a == o)) => {
+                Err(Error::Forbidden(
+                    "this publishable key is bound to other origins: the request's Origin header \
+                     does not match"
+                        .into(),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod generations;
 mod keys;
 pub use keys::NewKey;
 mod messages;
+mod sessions;
 mod workspaces;
 
 use std::time::Duration;

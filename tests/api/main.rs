@@ -15,4 +15,6 @@ mod inference;
 mod lifecycle;
 mod openai;
 mod openai_sdk;
+mod openapi;
 mod ops;
+mod session;

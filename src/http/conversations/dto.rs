@@ -1,23 +1,32 @@
 //! The seed's objects: chat `{id, name, created_at, updated_at}` and conversation
 //! `{id, role, chat_id, message, created_at, updated_at}` with roles `Human` / `Assistant`.
+//! The same types give the API description its schemas (`ToSchema`), so it cannot drift.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use entity::{chat, message};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::Role;
+use crate::domain::{Role, Usage};
+use crate::generation::Finished;
 
 /// RFC 3339, UTC, milliseconds, `Z`: as in the seed's examples.
 pub fn timestamp(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-#[derive(Serialize)]
+/// A chat.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Chat)]
 pub struct ChatDto {
     pub id: Uuid,
     pub name: String,
+    /// RFC 3339, UTC, with milliseconds and `Z`.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// RFC 3339, UTC, with milliseconds and `Z`.
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -32,13 +41,21 @@ impl From<chat::Model> for ChatDto {
     }
 }
 
-#[derive(Serialize)]
+/// A message of a chat.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Conversation)]
 pub struct ConversationDto {
     pub id: Uuid,
+    /// `Human` or `Assistant`.
+    #[schema(value_type = String, examples("Human", "Assistant"))]
     pub role: &'static str,
     pub chat_id: Uuid,
     pub message: String,
+    /// RFC 3339, UTC, with milliseconds and `Z`.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// RFC 3339, UTC, with milliseconds and `Z`.
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
@@ -64,21 +81,95 @@ impl From<&message::Model> for ConversationDto {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateChat {
     pub name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct UpdateChat {
     pub name: String,
+    /// Stored as given; the time of the request when absent.
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateConversation {
     pub chat_id: Uuid,
+    /// `Human` or `Assistant` (anything else is 422).
+    #[schema(examples("Human"))]
     pub role: String,
     pub message: String,
+}
+
+/// Token counts of one answer.
+#[derive(Serialize, ToSchema)]
+#[schema(as = TokenUsage)]
+pub struct UsageDto {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+    /// True when the provider sent no usage and sluice counted for itself.
+    pub estimated: bool,
+}
+
+impl From<Usage> for UsageDto {
+    fn from(u: Usage) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+            estimated: u.estimated,
+        }
+    }
+}
+
+/// The data of the stream's last event, `event: done`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = InferenceDone)]
+pub struct DoneEvent {
+    /// The saved `Assistant` conversation (null when nothing was saved).
+    pub conversation: Option<ConversationDto>,
+    /// `complete`, `incomplete`, `failed` or `cancelled`.
+    #[schema(examples("complete"))]
+    pub status: &'static str,
+    pub finish_reason: Option<String>,
+    pub usage: UsageDto,
+}
+
+impl From<&Finished> for DoneEvent {
+    fn from(done: &Finished) -> Self {
+        Self {
+            conversation: done.message.as_ref().map(ConversationDto::from),
+            status: done.status.as_str(),
+            finish_reason: done.finish_reason.clone(),
+            usage: done.usage.into(),
+        }
+    }
+}
+
+/// The data of `event: error`; `done` follows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = InferenceError)]
+pub struct ErrorEvent<'a> {
+    /// `upstream_error`, `upstream_timeout`, `upstream_truncated`, `server_shutdown` or
+    /// `interrupted`.
+    #[schema(value_type = String)]
+    pub code: &'a str,
+    #[schema(value_type = String)]
+    pub message: &'a str,
+}
+
+/// What `POST /conversations/stop/{id}` did.
+#[derive(Serialize, ToSchema)]
+#[schema(as = StopOutcome)]
+pub struct StopDto {
+    pub chat_id: Uuid,
+    /// False when no answer was running.
+    pub stopped: bool,
+    /// The stopped answer's status (`cancelled`), null when nothing was stopped.
+    pub status: Option<&'static str>,
+    /// The stopped answer as saved, null when nothing was stopped.
+    pub conversation: Option<ConversationDto>,
 }

@@ -3,9 +3,28 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::error::Error;
+
+/// This dialect's error body.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ConversationsError)]
+pub struct ErrorBody {
+    /// A stable code: `not_found`, `bad_request`, `validation_error`, `unauthorized`,
+    /// `forbidden`, `payload_too_large`, `unsupported_media_type`, `shutting_down`, …
+    #[schema(value_type = String)]
+    pub error: &'static str,
+    pub message: String,
+    /// The field, query parameter or header at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// With a publishable key outside its scope: the endpoints such a key may use.
+    #[serde(rename = "allowedEndpoints", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub allowed_endpoints: Option<&'static [&'static str]>,
+}
 
 /// The domain error, rendered for the conversations API.
 #[derive(Debug)]
@@ -46,13 +65,13 @@ impl IntoResponse for ConvError {
         if status.is_server_error() {
             tracing::error!(error = %self.0, "request failed");
         }
-        let mut body = json!({"error": self.0.code(), "message": self.0.public_message()});
-        if let Some(field) = self.0.field() {
-            body["field"] = json!(field);
-        }
-        if matches!(self.0, Error::PublishableNotAllowed) {
-            body["allowedEndpoints"] = json!(super::PUBLISHABLE_ENDPOINTS);
-        }
+        let body = ErrorBody {
+            error: self.0.code(),
+            message: self.0.public_message(),
+            field: self.0.field().map(str::to_owned),
+            allowed_endpoints: matches!(self.0, Error::PublishableNotAllowed)
+                .then_some(super::PUBLISHABLE_ENDPOINTS),
+        };
         let mut response = (status, Json(body)).into_response();
         if matches!(self.0, Error::ShuttingDown) {
             response.headers_mut().insert(

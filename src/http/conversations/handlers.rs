@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 
 use super::dto::{ChatDto, ConversationDto, CreateChat, CreateConversation, UpdateChat};
-use super::error::ConvError;
+use super::error::{ConvError, ErrorBody};
 use crate::domain::Role;
 use crate::error::Error;
 use crate::http::AppState;
@@ -35,6 +35,25 @@ fn number(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, Error> 
     }
 }
 
+/// List chats
+///
+/// Newest first. A key acting for an end user (`X-User-Id`) sees that user's chats only.
+#[utoipa::path(
+    get,
+    path = "/chats/",
+    tag = "chats",
+    params(
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 200, description = "Page size, 50 by default"),
+        ("offset" = Option<u64>, Query, description = "Chats to skip"),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The chats", body = [ChatDto]),
+        (status = 400, description = "A malformed `limit` or `offset`", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "A publishable key", body = ErrorBody),
+    ),
+)]
 pub async fn list_chats(
     State(state): State<AppState>,
     Auth(who, _): Caller,
@@ -56,6 +75,20 @@ pub async fn list_chats(
     Ok(Json(chats.into_iter().map(ChatDto::from).collect()))
 }
 
+/// Get a chat
+#[utoipa::path(
+    get,
+    path = "/chats/{id}",
+    tag = "chats",
+    params(("id" = Uuid, Path, description = "The chat")),
+    security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
+    responses(
+        (status = 200, description = "The chat", body = ChatDto),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "No such chat in the key's workspace", body = ErrorBody),
+    ),
+)]
 pub async fn get_chat(
     State(state): State<AppState>,
     Auth(who, _): Caller,
@@ -65,6 +98,22 @@ pub async fn get_chat(
     Ok(Json(chat.into()))
 }
 
+/// Create a chat
+#[utoipa::path(
+    post,
+    path = "/chats/create",
+    tag = "chats",
+    request_body = CreateChat,
+    security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
+    responses(
+        (status = 201, description = "The created chat", body = ChatDto),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or invalid field, named in `field`", body = ErrorBody),
+    ),
+)]
 pub async fn create_chat(
     State(state): State<AppState>,
     Auth(who, _): Caller,
@@ -74,6 +123,26 @@ pub async fn create_chat(
     Ok((StatusCode::CREATED, Json(chat.into())))
 }
 
+/// Rename a chat
+///
+/// `updated_at` is stored as given; without it, the time of the request.
+#[utoipa::path(
+    put,
+    path = "/chats/update/{id}",
+    tag = "chats",
+    params(("id" = Uuid, Path, description = "The chat")),
+    request_body = UpdateChat,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The updated chat", body = ChatDto),
+        (status = 400, description = "The id is not a UUID, or the body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "A publishable key", body = ErrorBody),
+        (status = 404, description = "No such chat in the key's workspace", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or invalid field, named in `field`", body = ErrorBody),
+    ),
+)]
 pub async fn update_chat(
     State(state): State<AppState>,
     Auth(who, _): Caller,
@@ -89,6 +158,23 @@ pub async fn update_chat(
     Ok(Json(chat.into()))
 }
 
+/// Delete a chat
+///
+/// Stops its running answer, then deletes the chat with its messages.
+#[utoipa::path(
+    delete,
+    path = "/chats/delete/{id}",
+    tag = "chats",
+    params(("id" = Uuid, Path, description = "The chat")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The deleted chat", body = ChatDto),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "A publishable key", body = ErrorBody),
+        (status = 404, description = "No such chat in the key's workspace", body = ErrorBody),
+    ),
+)]
 pub async fn delete_chat(
     State(state): State<AppState>,
     Auth(who, _): Caller,
@@ -102,6 +188,25 @@ pub async fn delete_chat(
     Ok(Json(chat.into()))
 }
 
+/// Post a message to a chat
+///
+/// A `Human` message is what `GET /conversations/inference/{id}` answers.
+#[utoipa::path(
+    post,
+    path = "/conversations/create",
+    tag = "conversations",
+    request_body = CreateConversation,
+    security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
+    responses(
+        (status = 201, description = "The created conversation", body = ConversationDto),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "No such chat in the key's workspace", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "A missing or invalid field (an unknown role), named in `field`", body = ErrorBody),
+    ),
+)]
 pub async fn create_conversation(
     State(state): State<AppState>,
     Auth(who, _): Caller,
@@ -125,6 +230,22 @@ pub async fn create_conversation(
     Ok((StatusCode::CREATED, Json(ConversationDto::from(&message))))
 }
 
+/// List a chat's conversations
+///
+/// In order, oldest first.
+#[utoipa::path(
+    get,
+    path = "/conversations/",
+    tag = "conversations",
+    params(("chat_id" = Uuid, Query, description = "The chat")),
+    security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
+    responses(
+        (status = 200, description = "The chat's conversations", body = [ConversationDto]),
+        (status = 400, description = "`chat_id` is missing or not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "No such chat in the key's workspace", body = ErrorBody),
+    ),
+)]
 pub async fn list_conversations(
     State(state): State<AppState>,
     Auth(who, _): Caller,

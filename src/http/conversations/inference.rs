@@ -6,11 +6,10 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use uuid::Uuid;
 
-use super::dto::ConversationDto;
-use super::error::ConvError;
+use super::dto::{DoneEvent, ErrorEvent, StopDto};
+use super::error::{ConvError, ErrorBody};
 use super::handlers::{Caller, require_secret};
 use crate::error::Error;
 use crate::generation::{GenEvent, Subscription};
@@ -39,6 +38,43 @@ fn bad_resume() -> Error {
     )
 }
 
+/// Stream the answer (SSE)
+///
+/// `{id}` is a chat (its newest `Human` message is answered) or a `Human` conversation. The
+/// answer is the server's, not the connection's: the first reader starts it, later readers
+/// attach to it, and once finished it is replayed from the database.
+///
+/// Events, in order (`text/event-stream`; `: ok` at once, `: keep-alive` comments meanwhile):
+///
+/// - unnamed events (`onmessage`): raw text deltas; a delta with line breaks spans several
+///   `data:` lines, and the deltas concatenated are the stored answer byte for byte;
+/// - `event: error`: JSON `InferenceError` `{code, message}`, then `done`;
+/// - `event: done`: JSON `InferenceDone` `{conversation, status, finish_reason, usage}`, after
+///   which the server ends the response.
+///
+/// Every event's id is `<assistant message id>:<byte offset after it>`, `done`'s is
+/// `<message id>:done`. Reconnect with `Last-Event-ID` (or `?last_event_id=`) to continue from
+/// that offset, nothing sent twice; after `done` the answer is 204, which stops `EventSource`.
+#[utoipa::path(
+    get,
+    path = "/conversations/inference/{id}",
+    tag = "conversations",
+    params(
+        ("id" = Uuid, Path, description = "A chat, or a `Human` conversation"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event: `<message id>:<offset>` or `<message id>:done`"),
+        ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set headers"),
+    ),
+    security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
+    responses(
+        (status = 200, description = "The event stream: text deltas, then `error`? and `done`", content_type = "text/event-stream", body = String),
+        (status = 204, description = "The client already had `done`: nothing more will come"),
+        (status = 400, description = "The id is not a UUID, or a malformed or out-of-range Last-Event-ID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "No such chat or conversation in the key's workspace", body = ErrorBody),
+        (status = 409, description = "The chat has no `Human` message to answer", body = ErrorBody),
+        (status = 503, description = "The server is shutting down", body = ErrorBody),
+    ),
+)]
 pub async fn inference(
     State(state): State<AppState>,
     Auth(who, _): Caller,
@@ -112,45 +148,59 @@ fn to_sse(ids: &mut EventIds, event: GenEvent) -> Option<Event> {
             .event("sources")
             .id(ids.offset(0))
             .data(sources.to_string()),
-        GenEvent::Error { failure, offset } => Event::default()
-            .event("error")
-            .id(ids.offset(offset))
-            .data(json!({"code": failure.code, "message": failure.message}).to_string()),
-        GenEvent::Done(done) => {
-            let body = json!({
-                "conversation": done.message.as_ref().map(ConversationDto::from),
-                "status": done.status.as_str(),
-                "finish_reason": done.finish_reason,
-                "usage": done.usage,
-            });
+        GenEvent::Error { failure, offset } => {
+            let body = ErrorEvent {
+                code: &failure.code,
+                message: &failure.message,
+            };
             Event::default()
-                .event("done")
-                .id(ids.with("done"))
-                .data(body.to_string())
+                .event("error")
+                .id(ids.offset(offset))
+                .data(to_json(&body))
         }
+        GenEvent::Done(done) => Event::default()
+            .event("done")
+            .id(ids.with("done"))
+            .data(to_json(&DoneEvent::from(&*done))),
     })
 }
 
+/// Serialises an event's data. These types hold strings, numbers and UUIDs only: they cannot
+/// fail to serialise.
+fn to_json(body: &impl serde::Serialize) -> String {
+    serde_json::to_string(body).unwrap_or_default()
+}
+
+/// Stop the running answer
+///
+/// Cancels the chat's running generation: the partial text is saved as `cancelled` and every
+/// attached stream gets `done`.
+#[utoipa::path(
+    post,
+    path = "/conversations/stop/{id}",
+    tag = "conversations",
+    params(("id" = Uuid, Path, description = "The chat")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "What was stopped, if anything", body = StopDto),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "A publishable key", body = ErrorBody),
+        (status = 404, description = "No such chat in the key's workspace", body = ErrorBody),
+    ),
+)]
 pub async fn stop(
     State(state): State<AppState>,
     Auth(who, _): Caller,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ConvError> {
+) -> Result<Json<StopDto>, ConvError> {
     require_secret(&who)?;
     let outcome = state.services.stop(&who, parse_id("id", &id)?).await?;
-    let body = match outcome.stopped {
-        Some(done) => json!({
-            "chat_id": outcome.chat_id,
-            "stopped": true,
-            "status": done.status.as_str(),
-            "conversation": done.message.as_ref().map(ConversationDto::from),
-        }),
-        None => json!({
-            "chat_id": outcome.chat_id,
-            "stopped": false,
-            "status": null,
-            "conversation": null,
-        }),
-    };
-    Ok(Json(body))
+    let done = outcome.stopped.as_deref();
+    Ok(Json(StopDto {
+        chat_id: outcome.chat_id,
+        stopped: done.is_some(),
+        status: done.map(|d| d.status.as_str()),
+        conversation: done.and_then(|d| d.message.as_ref()).map(Into::into),
+    }))
 }

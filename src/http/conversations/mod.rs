@@ -5,10 +5,11 @@ mod error;
 mod handlers;
 mod inference;
 
-use axum::Router;
-use axum::routing::{delete, get, post, put};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub use error::ConvError;
+pub use error::{ConvError, ErrorBody};
 
 use super::{AppState, both};
 
@@ -21,24 +22,25 @@ pub const PUBLISHABLE_ENDPOINTS: &[&str] = &[
     "GET /conversations/inference/{id}",
 ];
 
-pub fn router() -> Router<AppState> {
-    let mut r = Router::new();
-    r = both(r, "/chats/", get(handlers::list_chats));
-    r = both(r, "/chats/create", post(handlers::create_chat));
-    r = both(r, "/chats/{id}", get(handlers::get_chat));
-    r = both(r, "/chats/update/{id}", put(handlers::update_chat));
-    r = both(r, "/chats/delete/{id}", delete(handlers::delete_chat));
-    r = both(r, "/conversations/", get(handlers::list_conversations));
-    r = both(
-        r,
-        "/conversations/create",
-        post(handlers::create_conversation),
-    );
-    r = both(
-        r,
-        "/conversations/inference/{id}",
-        get(inference::inference),
-    );
-    r = both(r, "/conversations/stop/{id}", post(inference::stop));
-    r
+/// The schemas of the SSE events' data, which no request or response names.
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(dto::DoneEvent, dto::ErrorEvent)))]
+struct EventSchemas;
+
+/// Every route is served with and without a trailing slash (`both`); the description names the
+/// form written in each handler's `#[utoipa::path]`.
+pub fn router() -> OpenApiRouter<AppState> {
+    [
+        routes!(handlers::list_chats),
+        routes!(handlers::create_chat),
+        routes!(handlers::get_chat),
+        routes!(handlers::update_chat),
+        routes!(handlers::delete_chat),
+        routes!(handlers::list_conversations),
+        routes!(handlers::create_conversation),
+        routes!(inference::inference),
+        routes!(inference::stop),
+    ]
+    .into_iter()
+    .fold(OpenApiRouter::with_openapi(EventSchemas::openapi()), both)
 }

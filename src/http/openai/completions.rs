@@ -15,8 +15,9 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::error::{OpenAiError, failure_chunk, failure_response};
-use super::request;
+use super::dto::{AssistantMessage, Choice, Completion, CompletionUsage, FunctionCall, ToolCall};
+use super::error::{ErrorEnvelope, OpenAiError, failure_chunk, failure_response};
+use super::request::{self, ChatCompletionRequest};
 use crate::domain::MessageStatus;
 use crate::generation::{CancelReason, Finished, GenEvent, Live, StartAt, Subscription};
 use crate::http::AppState;
@@ -56,6 +57,44 @@ impl Drop for Reader {
     }
 }
 
+/// Create a chat completion
+///
+/// OpenAI's request and answer formats, so the official SDKs work with `base_url` pointed at
+/// `/v1` and a secret key. `model` is `provider/model`, a model listed under a provider, or an
+/// alias. Fields sluice knows are checked (400 naming the field in `param`); every other field is
+/// relayed to the provider as given. `n` other than 1 is refused.
+///
+/// With `stream: true` the answer is `text/event-stream`: `data:` lines of
+/// `chat.completion.chunk` objects (one `id`, `created` and `model` across them; the role in the
+/// first; tool-call deltas piece by piece; `finish_reason` in the last choice chunk; the usage
+/// chunk when `stream_options.include_usage` is set), then `data: [DONE]`. A failure after the
+/// stream started ends it with a `data: {"error": …}` object (`OpenAIError`) and no `[DONE]`.
+/// Headers wait for the first event, so a provider that refuses the request gives an HTTP error.
+/// A client that disconnects cancels the upstream request.
+#[utoipa::path(
+    post,
+    path = "/chat/completions",
+    tag = "openai",
+    request_body = ChatCompletionRequest,
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The answer: a `chat.completion` object, or with `stream: true` an event stream of `chat.completion.chunk` objects ending with `[DONE]`", content(
+            (Completion = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 400, description = "An invalid field, named in `param`; the body is not JSON; or the provider refused the request", body = ErrorEnvelope),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 403, description = "A publishable key", body = ErrorEnvelope),
+        (status = 404, description = "`model_not_found`, or the provider's 404", body = ErrorEnvelope),
+        (status = 413, description = "The body is over the limit, or the provider's 413", body = ErrorEnvelope),
+        (status = 415, description = "The body is not `application/json`", body = ErrorEnvelope),
+        (status = 422, description = "The provider's 422", body = ErrorEnvelope),
+        (status = 429, description = "The provider's 429", body = ErrorEnvelope),
+        (status = 502, description = "The provider failed before the first delta", body = ErrorEnvelope),
+        (status = 503, description = "The server is shutting down", body = ErrorEnvelope),
+        (status = 504, description = "The provider missed a deadline before the first delta", body = ErrorEnvelope),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Auth(who, _): Auth<OpenAiError>,
@@ -114,7 +153,7 @@ pub async fn create(
             None,
             Some("server_shutdown"),
         )
-        .to_string(),
+        .to_json(),
     );
     Ok(crate::http::sse::response(
         events,
@@ -146,11 +185,8 @@ impl Shape {
 }
 
 fn usage_json(done: &Finished) -> Value {
-    json!({
-        "prompt_tokens": done.usage.prompt_tokens,
-        "completion_tokens": done.usage.completion_tokens,
-        "total_tokens": done.usage.total_tokens,
-    })
+    // Three integers: serialisation cannot fail.
+    serde_json::to_value(CompletionUsage::from(done)).unwrap_or_default()
 }
 
 /// Turns core events into OpenAI chunks.
@@ -161,8 +197,9 @@ struct ChunkWriter {
     tool_ids: HashSet<u32>,
 }
 
-fn data(value: &Value) -> Event {
-    Event::default().data(value.to_string())
+fn data(value: &impl serde::Serialize) -> Event {
+    // JSON values and envelopes of strings: serialisation cannot fail.
+    Event::default().data(serde_json::to_string(value).unwrap_or_default())
 }
 
 impl ChunkWriter {
@@ -269,38 +306,34 @@ async fn collect(mut reader: Reader, first: Option<GenEvent>, shape: Shape) -> R
                     );
                     return failure_response(&failure);
                 }
-                let tool_calls: Vec<Value> = tools
+                let tool_calls: Vec<ToolCall> = tools
                     .into_values()
-                    .map(|(id, name, arguments)| {
-                        json!({
-                            "id": id.unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple())),
-                            "type": "function",
-                            "function": {"name": name, "arguments": arguments},
-                        })
+                    .map(|(id, name, arguments)| ToolCall {
+                        id: id.unwrap_or_else(|| format!("call_{}", uuid::Uuid::new_v4().simple())),
+                        kind: "function",
+                        function: FunctionCall { name, arguments },
                     })
                     .collect();
-                let mut message = json!({
-                    "role": "assistant",
-                    "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) },
-                    "refusal": null,
-                });
-                if !tool_calls.is_empty() {
-                    message["tool_calls"] = json!(tool_calls);
-                }
-                let body = json!({
-                    "id": shape.id,
-                    "object": "chat.completion",
-                    "created": shape.created,
-                    "model": shape.model,
-                    "system_fingerprint": null,
-                    "choices": [{
-                        "index": 0,
-                        "message": message,
-                        "logprobs": null,
-                        "finish_reason": done.finish_reason.as_deref().unwrap_or("stop"),
+                let content = (!text.is_empty() || tool_calls.is_empty()).then_some(text);
+                let body = Completion {
+                    id: shape.id,
+                    object: "chat.completion",
+                    created: shape.created,
+                    model: shape.model,
+                    system_fingerprint: None,
+                    choices: vec![Choice {
+                        index: 0,
+                        message: AssistantMessage {
+                            role: "assistant",
+                            content,
+                            refusal: None,
+                            tool_calls,
+                        },
+                        logprobs: None,
+                        finish_reason: done.finish_reason.as_deref().unwrap_or("stop").to_owned(),
                     }],
-                    "usage": usage_json(&done),
-                });
+                    usage: CompletionUsage::from(&*done),
+                };
                 return Json(body).into_response();
             }
         }

@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::domain::StreamFailure;
 use crate::error::Error;
@@ -96,8 +97,49 @@ impl IntoResponse for OpenAiError {
     }
 }
 
-pub fn envelope(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Value {
-    json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+/// OpenAI's error envelope, as the SDKs parse it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OpenAIError)]
+pub struct ErrorEnvelope {
+    pub error: ErrorObject,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = OpenAIErrorObject)]
+pub struct ErrorObject {
+    pub message: String,
+    /// `invalid_request_error`, `permission_error`, `api_error` or `server_error`.
+    #[serde(rename = "type")]
+    #[schema(examples("invalid_request_error"))]
+    pub kind: String,
+    /// The request field at fault (`messages[1].role`), when there is one.
+    pub param: Option<String>,
+    /// A stable code: `invalid_api_key`, `model_not_found`, `upstream_error`, …
+    pub code: Option<String>,
+}
+
+impl ErrorEnvelope {
+    /// The envelope as a JSON string, for an SSE event's data.
+    pub fn to_json(&self) -> String {
+        // Strings and nulls only: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+pub fn envelope(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> ErrorEnvelope {
+    ErrorEnvelope {
+        error: ErrorObject {
+            message: message.to_owned(),
+            kind: kind.to_owned(),
+            param: param.map(str::to_owned),
+            code: code.map(str::to_owned),
+        },
+    }
 }
 
 /// A generation's failure as an HTTP answer (before anything was streamed) …
@@ -116,7 +158,7 @@ pub fn failure_response(failure: &StreamFailure) -> Response {
 }
 
 /// … and as the error object that ends a stream that already started.
-pub fn failure_chunk(failure: &StreamFailure) -> Value {
+pub fn failure_chunk(failure: &StreamFailure) -> ErrorEnvelope {
     envelope(&failure.message, "api_error", None, Some(&failure.code))
 }
 

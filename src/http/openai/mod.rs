@@ -2,25 +2,33 @@
 //! error formats onto the same generation core, so the official SDKs work unchanged.
 
 mod completions;
+mod dto;
 mod error;
 mod request;
 
-use axum::Router;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, response::IntoResponse};
-use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::OpenAiError;
 
 use super::AppState;
 use super::extract::Auth;
 use crate::error::Error;
+use dto::{Model, ModelList};
+use error::ErrorEnvelope;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/chat/completions", post(completions::create))
-        .route("/models", get(models))
+/// The dialect's routes, with its own fallbacks so that unknown paths and methods under `/v1`
+/// answer in OpenAI's envelope.
+pub fn router() -> OpenApiRouter<AppState> {
+    let (routes, api) = OpenApiRouter::new()
+        .routes(routes!(completions::create))
+        .routes(routes!(models))
+        .split_for_parts();
+    // `OpenApiRouter` has no `method_not_allowed_fallback`: set both fallbacks on the axum
+    // router, then put the description back.
+    let routes = routes
         .fallback(|| async { OpenAiError(Error::NotFound("route")) })
         .method_not_allowed_fallback(|| async {
             let body = error::envelope(
@@ -30,23 +38,43 @@ pub fn router() -> Router<AppState> {
                 Some("method_not_allowed"),
             );
             (axum::http::StatusCode::METHOD_NOT_ALLOWED, Json(body))
-        })
+        });
+    let mut router = OpenApiRouter::from(routes);
+    *router.get_openapi_mut() = api;
+    router
 }
 
-/// `GET /v1/models`: every listed model as `provider/model`, the default first.
+/// List models
+///
+/// Every listed model as `provider/model`, the default first (`demo` alone while no provider
+/// is configured).
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "openai",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The models", body = ModelList),
+        (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),
+        (status = 403, description = "A publishable key", body = ErrorEnvelope),
+    ),
+)]
 async fn models(
     State(state): State<AppState>,
-    Auth(_who, _): Auth<OpenAiError>,
-) -> impl IntoResponse {
-    let data: Vec<_> = state
+    Auth(who, _): Auth<OpenAiError>,
+) -> Result<Json<ModelList>, OpenAiError> {
+    if who.kind == crate::service::KeyKind::Publishable {
+        return Err(OpenAiError(Error::PublishableNotAllowed));
+    }
+    let data = state
         .services
         .providers
         .model_ids()
         .into_iter()
-        .map(|id| {
-            let owner = id.split_once('/').map_or("sluice", |(p, _)| p).to_owned();
-            json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
-        })
+        .map(Model::new)
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
 }

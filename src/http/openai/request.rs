@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 use crate::error::Error;
 use crate::service::CompletionInput;
 
+pub use schema::ChatCompletionRequest;
+
 pub struct Parsed {
     pub input: CompletionInput,
     pub stream: bool,
@@ -196,11 +198,143 @@ pub fn parse(body: Value) -> Result<Parsed, Error> {
     })
 }
 
+/// The request as the API description shows it. A description only: the handler takes the body
+/// as JSON and `parse` checks it, so that every field not named here still reaches the provider
+/// unchanged. The test below keeps the roles in step with `ROLES`.
+mod schema {
+    #![allow(dead_code)]
+
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+    use utoipa::ToSchema;
+
+    /// An OpenAI chat-completions request. Fields not listed are relayed to the provider as
+    /// given; a field the provider cannot honour is a 400 naming it.
+    #[derive(ToSchema)]
+    pub struct ChatCompletionRequest {
+        /// `provider/model`, a model listed under a provider, or an alias.
+        #[schema(examples("openai/gpt-4o-mini"))]
+        model: String,
+        #[schema(min_items = 1)]
+        messages: Vec<RequestMessage>,
+        /// Answer as an event stream of `chat.completion.chunk` objects.
+        stream: Option<bool>,
+        stream_options: Option<StreamOptions>,
+        #[schema(minimum = 0, maximum = 2)]
+        temperature: Option<f64>,
+        #[schema(minimum = 0, maximum = 1)]
+        top_p: Option<f64>,
+        #[schema(minimum = 1)]
+        max_tokens: Option<u64>,
+        #[schema(minimum = 1)]
+        max_completion_tokens: Option<u64>,
+        /// Only 1 is supported.
+        #[schema(minimum = 1, maximum = 1)]
+        n: Option<u64>,
+        stop: Option<Stop>,
+        seed: Option<i64>,
+        /// An object with a `type`.
+        #[schema(value_type = Option<Object>)]
+        response_format: Option<Value>,
+        tools: Option<Vec<Tool>>,
+        /// `none`, `auto`, `required`, or an object naming a function.
+        #[schema(value_type = Option<Value>)]
+        tool_choice: Option<Value>,
+        user: Option<String>,
+        #[serde(flatten)]
+        other: BTreeMap<String, Value>,
+    }
+
+    /// One message of the conversation.
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionRequestMessage)]
+    pub struct RequestMessage {
+        pub role: MessageRole,
+        /// Text, or content parts (each with a `type`); may be null for `assistant`.
+        content: Option<Content>,
+        name: Option<String>,
+        /// An `assistant` message's tool calls.
+        #[schema(value_type = Option<Vec<Object>>)]
+        tool_calls: Option<Vec<Value>>,
+        /// Required for `tool` messages.
+        tool_call_id: Option<String>,
+        #[serde(flatten)]
+        other: BTreeMap<String, Value>,
+    }
+
+    #[derive(ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[schema(as = ChatCompletionRole)]
+    pub enum MessageRole {
+        System,
+        Developer,
+        User,
+        Assistant,
+        Tool,
+        Function,
+    }
+
+    #[derive(ToSchema)]
+    #[serde(untagged)]
+    #[schema(as = ChatCompletionContent)]
+    pub enum Content {
+        Text(String),
+        Parts(Vec<ContentPart>),
+    }
+
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionContentPart)]
+    pub struct ContentPart {
+        /// `text`, `image_url`, …
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(flatten)]
+        other: BTreeMap<String, Value>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionStreamOptions)]
+    pub struct StreamOptions {
+        /// Send a last chunk with the usage.
+        include_usage: Option<bool>,
+    }
+
+    /// A string, or up to 4 strings.
+    #[derive(ToSchema)]
+    #[serde(untagged)]
+    #[schema(as = ChatCompletionStop)]
+    pub enum Stop {
+        One(String),
+        Many(Vec<String>),
+    }
+
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionTool)]
+    pub struct Tool {
+        /// `function`.
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        function: FunctionDefinition,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionFunction)]
+    pub struct FunctionDefinition {
+        #[schema(min_length = 1)]
+        name: String,
+        description: Option<String>,
+        /// A JSON Schema of the arguments.
+        #[schema(value_type = Option<Object>)]
+        parameters: Option<Value>,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
-    use super::parse;
+    use super::{ROLES, parse};
 
     fn field_of(body: serde_json::Value) -> String {
         parse(body)
@@ -251,5 +385,12 @@ mod tests {
             field_of(with("tools", json!([{"type": "function"}]))),
             "tools[0].function.name"
         );
+    }
+
+    #[test]
+    fn the_described_roles_are_the_accepted_roles() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(super::schema::MessageRole::schema()).unwrap();
+        assert_eq!(schema["enum"], json!(ROLES));
     }
 }

@@ -1,0 +1,146 @@
+//! The API description: OpenAPI 3.1 collected from the handlers' `#[utoipa::path]` attributes
+//! as the routes are registered, served at `GET /openapi.json` and rendered at `GET /docs` by a
+//! small page compiled into the binary (no network access, at build time or at run time).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi as _};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+
+const DESCRIPTION: &str = "A Server-Sent-Events streaming inference gateway and chat backend: \
+the conversations API (chats, messages, SSE inference that survives reconnects) and an \
+OpenAI-compatible API under `/v1`, over one generation core.";
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "sluice", version = env!("CARGO_PKG_VERSION"), description = DESCRIPTION),
+    modifiers(&KeySchemes),
+    tags(
+        (name = "chats", description = "The conversations API: chats"),
+        (name = "conversations", description = "The conversations API: messages, SSE inference and stop"),
+        (name = "openai", description = "OpenAI-compatible: the official SDKs work with `base_url` set to `/v1`"),
+        (name = "operations", description = "Probes and metrics"),
+        (name = "session", description = "Browser sign-in for the chat page: a session cookie and a CSRF token"),
+        (name = "docs", description = "This description"),
+    ),
+)]
+struct ApiDoc;
+
+/// The three ways a key travels.
+struct KeySchemes;
+
+impl Modify for KeySchemes {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer <key>`: a secret (`sk_live_…`) or publishable \
+                         (`pk_live_…`) key. A secret key may act for an end user with \
+                         `X-User-Id`.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-api-key",
+                "The same keys as `bearer`, in the `x-api-key` header.",
+            ))),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "sluice_session",
+                "The browser session set by `POST /session`. Every route that takes a key also \
+                 accepts it, with the rights of the key that signed in; requests other than GET \
+                 and HEAD must also send the session's `X-CSRF-Token`.",
+            ))),
+        );
+        components.add_security_scheme(
+            "publishable_key",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "key",
+                "A publishable key (`pk_live_…`) in the URL, for `EventSource`, which cannot set \
+                 headers. Accepted only by the operations that list this scheme; a secret key \
+                 here is refused (401).",
+            ))),
+        );
+    }
+}
+
+/// The document every router is merged into: info, tags and security schemes.
+pub fn base() -> OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The serialized document, built once with the router.
+#[derive(Clone)]
+struct Published(Option<Bytes>);
+
+/// Adds `GET /openapi.json` and `GET /docs` (documented like any other route) and returns the
+/// plain axum router, with the description of every route registered so far.
+pub fn publish(documented: OpenApiRouter<AppState>) -> Router<AppState> {
+    let mut own = OpenApiRouter::<Published>::new()
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs_page));
+    let (router, mut api) = documented.split_for_parts();
+    api.merge(own.to_openapi());
+    let json = match api.to_json() {
+        Ok(json) => Some(Bytes::from(json)),
+        Err(e) => {
+            tracing::error!(error = %e, "the API description does not serialize");
+            None
+        }
+    };
+    router.merge(Router::from(own.with_state(Published(json))))
+}
+
+/// The API description
+///
+/// This document: OpenAPI 3.1.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "docs",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)),
+)]
+async fn openapi_json(State(Published(json)): State<Published>) -> Response {
+    match json {
+        Some(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The API description, readable
+///
+/// A page that renders `openapi.json` by operation, grouped by tag. It loads nothing else.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "docs",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
+)]
+async fn docs_page() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_SECURITY_POLICY,
+            // Its own inline script and style, and fetching from this origin only.
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self'",
+        )],
+        Html(include_str!("docs/index.html")),
+    )
+}
