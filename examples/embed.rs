@@ -2,7 +2,8 @@
 //! whole API under `/ai`.
 //!
 //! `cargo run --example embed`, then for instance
-//! `curl -s localhost:3000/` and `curl -s localhost:3000/ai/readyz`.
+//! `curl -s localhost:3000/` and `curl -s localhost:3000/ai/readyz`; the chat page is at
+//! http://127.0.0.1:3000/ai/. `nest_service` rather than `nest`, so that `/ai/` reaches sluice.
 
 use axum::Router;
 use axum::routing::get;
@@ -17,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = Router::new()
         .route("/", get(|| async { "the host application" }))
-        .nest("/ai", sluice.router());
+        .nest_service("/ai", sluice.router());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     tracing::info!("host application on http://127.0.0.1:3000, sluice under /ai");

@@ -30,7 +30,7 @@ pub enum StartError {
     },
 }
 
-/// sluice without a listener: its router, to serve or to `nest` in another axum application,
+/// sluice without a listener: its router, to serve or to mount (`nest_service`) in another axum application,
 /// and its services, to call the core without HTTP.
 ///
 /// ```no_run

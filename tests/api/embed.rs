@@ -25,7 +25,7 @@ async fn a_host_application_nests_sluice_under_a_prefix_and_streams_an_answer() 
     let sluice = Sluice::build(settings).await.unwrap();
     let app = Router::new()
         .route("/", get(|| async { "host" }))
-        .nest("/ai", sluice.router());
+        .nest_service("/ai", sluice.router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(

@@ -8,6 +8,7 @@ mod mock;
 mod helpers;
 
 mod auth;
+mod browser;
 mod chats;
 mod embed;
 mod faults;

@@ -1,0 +1,288 @@
+//! The chat page at `GET /`: how it is served (headers, validators, the trailing-slash redirect,
+//! under a prefix), then the page itself driven in headless Chromium by `tests/browser/chat.mjs`.
+//!
+//! The browser test runs when Chromium (`SLUICE_TEST_CHROMIUM`, else `/usr/bin/chromium`), node
+//! and `tests/browser/node_modules/playwright-core` (`npm ci` in `tests/browser`) are present;
+//! it is skipped with a message otherwise, except in CI, where a skip is a failure.
+//! `SLUICE_PAGE_SCREENSHOT=<path>` saves a screenshot of a Markdown answer (docs/page.png).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use reqwest::StatusCode;
+use reqwest::header;
+use sluice::startup::Sluice;
+
+use crate::helpers::*;
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_page_is_served_with_a_strict_policy_and_revalidated_by_etag() {
+    let app = spawn_app().await;
+    let client = no_redirects();
+
+    let page = client.get(app.url("/")).send().await.unwrap();
+    let headers = page.headers().clone();
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    let body = page.text().await.unwrap();
+    let again = client
+        .get(app.url("/"))
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
+
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(headers[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+    // No inline script or style (the policy would block them), and only relative URLs.
+    assert!(!body.contains("<script>") && !body.contains("<style") && !body.contains("style="));
+    assert!(body.contains("src=\"assets/app.js\"") && body.contains("href=\"assets/app.css\""));
+    assert!(!body.contains("=\"/"), "an absolute path in the page");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()[header::ETAG].to_str().unwrap(), etag);
+}
+
+#[tokio::test]
+async fn assets_have_their_content_type_an_etag_and_a_json_404_when_unknown() {
+    let app = spawn_app().await;
+    let client = no_redirects();
+
+    let js = client.get(app.url("/assets/app.js")).send().await.unwrap();
+    let css = client.get(app.url("/assets/app.css")).send().await.unwrap();
+    let etag = js.headers()[header::ETAG].clone();
+    let revalidated = client
+        .get(app.url("/assets/app.js"))
+        .header(
+            header::IF_NONE_MATCH,
+            format!("\"other\", W/{}", etag.to_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let stale = client
+        .get(app.url("/assets/app.js"))
+        .header(header::IF_NONE_MATCH, "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    let unknown = client.get(app.url("/assets/nope.js")).send().await.unwrap();
+
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        js.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(js.headers()[header::CACHE_CONTROL], "no-cache");
+    assert_eq!(
+        css.headers()[header::CONTENT_TYPE],
+        "text/css; charset=utf-8"
+    );
+    assert_ne!(css.headers()[header::ETAG], etag);
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    assert!(revalidated.bytes().await.unwrap().is_empty());
+    assert_eq!(stale.status(), 200);
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+}
+
+/// A host application serving sluice's router as `mount` puts it; the parts it returns must
+/// live as long as the test.
+struct Host {
+    base: String,
+    _sluice: Sluice,
+    _mock: MockUpstream,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn host(mount: impl FnOnce(Router, Router) -> Router) -> Host {
+    let mock = MockUpstream::start().await.unwrap();
+    let (database_url, dir) = fresh_database().await;
+    let sluice = Sluice::build(test_settings(&database_url, &mock))
+        .await
+        .unwrap();
+    let host = Router::new().route("/", get(|| async { "host" }));
+    let app = mount(host, sluice.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    Host {
+        base,
+        _sluice: sluice,
+        _mock: mock,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn under_a_prefix_the_page_redirects_to_its_trailing_slash_and_loads_from_there() {
+    // `nest_service` routes both `/ai` and `/ai/` (and everything below) to sluice.
+    let host = host(|h, s| h.nest_service("/ai", s)).await;
+    let base = &host.base;
+    let client = no_redirects();
+
+    let bare = client.get(format!("{base}/ai?x=1")).send().await.unwrap();
+    let location = bare.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let target = reqwest::Url::parse(&format!("{base}/ai?x=1"))
+        .unwrap()
+        .join(&location)
+        .unwrap();
+    let page = client.get(target.as_str()).send().await.unwrap();
+    let page_status = page.status();
+    let body = page.text().await.unwrap();
+    let js = client
+        .get(format!("{base}/ai/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
+    let api = client
+        .get(format!("{base}/ai/readyz"))
+        .send()
+        .await
+        .unwrap();
+    let host_root = client.get(format!("{base}/")).send().await.unwrap();
+
+    assert_eq!(bare.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(location, "./ai/?x=1");
+    assert_eq!(target.path(), "/ai/");
+    assert_eq!(page_status, 200);
+    assert!(body.contains("src=\"assets/app.js\""));
+    assert_eq!(js.status(), 200);
+    assert_eq!(api.status(), 200);
+    assert_eq!(host_root.text().await.unwrap(), "host");
+}
+
+#[tokio::test]
+async fn router_nest_routes_only_the_prefix_without_a_slash_to_sluice() {
+    // axum 0.8's `Router::nest("/ai", ..)` maps the nested `/` to `/ai` only: `/ai/` never
+    // reaches sluice (the host's own 404 answers it). So the redirect that the page needs for
+    // its relative URLs lands on the host's 404: hosts that want the page use `nest_service`.
+    let host = host(|h, s| h.nest("/ai", s)).await;
+    let base = &host.base;
+    let client = no_redirects();
+
+    let bare = client.get(format!("{base}/ai")).send().await.unwrap();
+    let slash = client.get(format!("{base}/ai/")).send().await.unwrap();
+    let api = client
+        .get(format!("{base}/ai/readyz"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(bare.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(bare.headers()[header::LOCATION], "./ai/");
+    assert_eq!(slash.status(), StatusCode::NOT_FOUND);
+    assert!(
+        slash.headers().get(header::CONTENT_TYPE).is_none(),
+        "sluice answered /ai/"
+    );
+    assert_eq!(api.status(), 200);
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing_browser_tools(root: &Path) -> Result<PathBuf, String> {
+    let chromium = std::env::var("SLUICE_TEST_CHROMIUM")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    if !chromium.exists() {
+        return Err(format!(
+            "no Chromium at {} (apt-get install chromium, or set SLUICE_TEST_CHROMIUM)",
+            chromium.display()
+        ));
+    }
+    if !root
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        return Err(
+            "tests/browser/node_modules/playwright-core is missing (npm ci in tests/browser)"
+                .into(),
+        );
+    }
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Err("node is not on PATH".into());
+    }
+    Ok(chromium)
+}
+
+#[tokio::test]
+async fn the_chat_page_works_in_a_real_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = match missing_browser_tools(root) {
+        Ok(chromium) => chromium,
+        Err(why) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must run the browser test, but: {why}"
+            );
+            eprintln!("browser test skipped: {why}");
+            return;
+        }
+    };
+    let app = spawn_app().await;
+    let started = Instant::now();
+
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(root.join("tests/browser/chat.mjs"))
+        .current_dir(root.join("tests/browser"))
+        .env("BASE_URL", app.url("/"))
+        .env("KEY", &app.key)
+        .env("MOCK_URL", format!("http://{}", app.mock.addr()))
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true);
+    if let Ok(path) = std::env::var("SLUICE_PAGE_SCREENSHOT") {
+        command.env("SCREENSHOT", path);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .expect("the browser test did not finish within 180 s")
+        .expect("run node");
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!(
+        "{stdout}{stderr}browser test took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Its output is printed above.
+    assert!(output.status.success(), "chat.mjs failed");
+    assert!(
+        stdout.contains(" passed, 0 failed"),
+        "chat.mjs reported no result"
+    );
+}

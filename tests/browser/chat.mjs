@@ -1,0 +1,474 @@
+// The chat page in headless Chromium, against a real sluice and its mock upstream.
+//
+// Run by tests/api/browser.rs, which starts both and passes:
+//   BASE_URL   the page's URL, ending with `/`      KEY        a secret key of the workspace
+//   MOCK_URL   the mock upstream's base URL (its control API is /__mock/script)
+//   CHROMIUM   the browser binary (default /usr/bin/chromium)
+//   SCREENSHOT optional: where to save a screenshot of a Markdown answer (docs/page.png)
+// Exits 0 when every scenario passed; prints one line per scenario.
+//
+// The browser reaches sluice through a small TCP relay, so that a scenario can cut its
+// connections as a network drop would; node talks to sluice directly.
+import net from 'node:net';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.BASE_URL;
+const KEY = process.env.KEY;
+const MOCK = process.env.MOCK_URL;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = process.env.SCREENSHOT || '';
+const WAIT = 15_000;
+
+if (!BASE || !BASE.endsWith('/') || !KEY || !MOCK) {
+  console.error('BASE_URL (ending with /), KEY and MOCK_URL are required');
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+
+class Failure extends Error {}
+
+function check(condition, message) {
+  if (!condition) throw new Failure(message);
+}
+
+function equal(actual, expected, what) {
+  if (actual !== expected) {
+    throw new Failure(`${what}:\n    expected ${JSON.stringify(expected)}\n    got      ${JSON.stringify(actual)}`);
+  }
+}
+
+/** The API from node, with the key (never through the page). */
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${KEY}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(BASE + path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, text, json: () => JSON.parse(text) };
+}
+
+/** Queues what the mock upstream answers next. */
+async function script(body) {
+  const response = await fetch(`${MOCK}/__mock/script`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  check(response.ok, `scripting the mock upstream failed: ${response.status}`);
+}
+
+/** The stored answer of a chat and its status (a replay of the stream ends with `done`). */
+async function storedAnswer(chatId) {
+  const list = await api('GET', `conversations/?chat_id=${chatId}`);
+  equal(list.status, 200, 'GET conversations/ status');
+  const answers = list.json().filter((c) => c.role === 'Assistant');
+  const replay = await api('GET', `conversations/inference/${chatId}`);
+  const done = replay.text.split('\n\n').find((e) => e.includes('event: done'));
+  check(done, `the replayed stream has no done event:\n${replay.text.slice(0, 500)}`);
+  const data = done.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+  return { answer: answers[answers.length - 1], status: JSON.parse(data).status };
+}
+
+/** Unique words, some of them multi-byte, so that a duplicated or lost piece always shows. */
+function words(n, tag) {
+  return Array.from({ length: n }, (_, i) => `${tag}${String(i + 1).padStart(2, '0')}${i % 7 === 3 ? 'é🙂' : ''} `);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay between the browser and sluice.
+
+const target = new URL(BASE);
+const open = new Set();
+const relay = net.createServer((client) => {
+  const server = net.connect(Number(target.port), target.hostname);
+  for (const [a, b] of [[client, server], [server, client]]) {
+    open.add(a);
+    a.on('error', () => {});
+    a.on('close', () => {
+      open.delete(a);
+      b.destroy();
+    });
+    a.pipe(b);
+  }
+});
+await new Promise((resolve) => relay.listen(0, '127.0.0.1', resolve));
+const PAGE = new URL(BASE);
+PAGE.port = String(relay.address().port);
+
+/** Resets every connection between the browser and sluice. */
+function dropConnections() {
+  for (const socket of open) socket.resetAndDestroy();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The browser.
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
+});
+const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+const page = await context.newPage();
+page.setDefaultTimeout(WAIT);
+
+const requested = [];
+const resumedWith = [];
+const problems = [];
+page.on('request', async (r) => {
+  requested.push(r.url());
+  if (!r.url().includes('conversations/inference/')) return;
+  const lastEventId = (await r.allHeaders().catch(() => ({})))['last-event-id'];
+  if (lastEventId) resumedWith.push(lastEventId);
+});
+page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+page.on('console', (m) => {
+  // A refused request (the 401 of GET session before sign-in) is logged by Chromium itself;
+  // anything else, such as a Content-Security-Policy violation, is a problem.
+  if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
+    problems.push(`console error: ${m.text()}`);
+  }
+});
+
+/** How many answers the page shows. */
+const answerCount = () => page.locator('article.assistant').count();
+
+/** Waits until answer number `n` (from 1) shows more than `chars` characters. */
+async function waitForText(n, chars) {
+  await page.waitForFunction(([n, chars]) => {
+    const answers = document.querySelectorAll('article.assistant');
+    return answers.length >= n && answers[n - 1].querySelector('.body').textContent.length > chars;
+  }, [n, chars]);
+}
+
+/** The newest assistant message on screen. */
+const lastAnswer = () => page.locator('article.assistant').last();
+
+/** Types a question and sends it with Enter. */
+async function ask(text) {
+  await page.fill('#composer-input', text);
+  await page.press('#composer-input', 'Enter');
+}
+
+/** Records every distinct text of the newest answer until it is done. */
+async function watchAnswer() {
+  await page.evaluate(() => {
+    window.__samples = [];
+    const seen = new Set();
+    window.__observer?.disconnect();
+    window.__observer = new MutationObserver(() => {
+      const answers = document.querySelectorAll('article.assistant');
+      const answer = answers[answers.length - 1];
+      if (!answer || answer.dataset.status) return;
+      const text = answer.querySelector('.body').textContent;
+      if (text && !seen.has(text)) {
+        seen.add(text);
+        window.__samples.push(text);
+      }
+    });
+    window.__observer.observe(document.getElementById('messages'), {
+      childList: true, subtree: true, characterData: true,
+    });
+  });
+}
+
+async function waitForDone(count) {
+  await page.waitForFunction(
+    (n) => {
+      const answers = document.querySelectorAll('article.assistant');
+      return answers.length >= n && answers[answers.length - 1].dataset.status;
+    },
+    count, { timeout: WAIT },
+  ).catch(() => {
+    throw new Failure(`answer ${count} did not end within ${WAIT} ms`);
+  });
+  return lastAnswer();
+}
+
+async function currentChatId() {
+  return page.getAttribute('#chats button[aria-current="true"]', 'data-chat-id');
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios, in order: each leaves the page where the next one starts.
+
+const results = [];
+async function scenario(name, body) {
+  const started = Date.now();
+  try {
+    await body();
+    results.push({ name, ok: true });
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    results.push({ name, ok: false });
+    console.log(`FAIL ${name} (${Date.now() - started} ms)\n     ${String(error.message).replaceAll('\n', '\n     ')}`);
+    const notice = await page.isVisible('#notice') && await page.textContent('#notice-text');
+    if (notice) console.log(`     the page's notice: ${notice}`);
+    if (!(error instanceof Failure)) console.log(error.stack);
+  }
+}
+
+let chatId = null;
+let expected = '';
+
+await scenario('signs in with the key through the form, which the page never keeps', async () => {
+  await page.goto(PAGE.href);
+  await page.waitForSelector('#signin-form', { state: 'visible' });
+  await page.fill('#signin-key', KEY);
+  await page.click('#signin-submit');
+  await page.waitForSelector('#app', { state: 'visible' });
+  equal(await page.inputValue('#signin-key'), '', 'the key input after sign-in');
+  const visible = await page.evaluate(() => ({
+    cookie: document.cookie,
+    local: JSON.stringify({ ...localStorage }),
+    session: JSON.stringify({ ...sessionStorage }),
+  }));
+  check(!visible.cookie.includes(KEY) && !visible.cookie.includes('sluice_session'),
+    `the session cookie is readable from script: ${visible.cookie}`);
+  check(!visible.local.includes(KEY), 'the key is in localStorage');
+  check(!visible.session.includes(KEY), 'the key is in sessionStorage');
+  const cookie = (await context.cookies()).find((c) => c.name === 'sluice_session');
+  check(cookie, 'no sluice_session cookie was set');
+  check(cookie.httpOnly, 'the session cookie is not HttpOnly');
+  equal(cookie.sameSite, 'Strict', 'the session cookie SameSite');
+  check(!cookie.value.includes(KEY), 'the cookie holds the key itself');
+});
+
+await scenario('refuses a state-changing request that carries the cookie but no CSRF token', async () => {
+  const cookie = (await context.cookies()).find((c) => c.name === 'sluice_session');
+  check(cookie, 'no session cookie');
+  const headers = { Cookie: `sluice_session=${cookie.value}`, 'Content-Type': 'application/json' };
+  const without = await fetch(`${BASE}chats/create`, {
+    method: 'POST', headers, body: JSON.stringify({ name: 'forged' }),
+  });
+  equal(without.status, 403, 'POST chats/create with the cookie and no X-CSRF-Token');
+  const info = await (await fetch(`${BASE}session`, { headers })).json();
+  check(typeof info.csrf_token === 'string' && info.csrf_token, 'GET session gives no csrf_token');
+  const wrong = await fetch(`${BASE}chats/create`, {
+    method: 'POST', headers: { ...headers, 'X-CSRF-Token': `${info.csrf_token}x` },
+    body: JSON.stringify({ name: 'forged' }),
+  });
+  equal(wrong.status, 403, 'POST chats/create with a wrong X-CSRF-Token');
+});
+
+await scenario('creates a chat', async () => {
+  await page.click('#new-chat');
+  await page.waitForSelector('#name-dialog[open]');
+  await page.fill('#name-input', 'Browser test');
+  await page.click('#name-save');
+  await page.waitForSelector('#chats button[aria-current="true"]:has-text("Browser test")');
+  equal(await page.textContent('#chat-title'), 'Browser test', 'the chat title');
+  chatId = await currentChatId();
+  const chat = await api('GET', `chats/${chatId}`);
+  equal(chat.status, 200, 'GET chats/{id} of the new chat');
+  equal(chat.json().name, 'Browser test', 'the stored chat name');
+});
+
+await scenario('streams an answer that grows in steps and ends as the stored text', async () => {
+  const chunks = words(45, 'w');
+  expected = chunks.join('');
+  await script({ chunks, chunk_delay_ms: 40 });
+  await watchAnswer();
+  await ask('Count for me, please.');
+  await page.waitForSelector('article.human:has-text("Count for me, please.")');
+  await page.waitForSelector('#stop', { state: 'visible' });
+  const answer = await waitForDone(1);
+  const samples = await page.evaluate(() => window.__samples);
+  check(samples.length >= 3, `the answer grew in ${samples.length} step(s), expected at least 3`);
+  check(samples.every((s, i) => i === 0 || s.startsWith(samples[i - 1].trimEnd())),
+    'an intermediate answer text is not a prefix of the next one');
+  equal(await answer.getAttribute('data-status'), 'complete', 'the done status');
+  const shown = await answer.locator('.body').textContent();
+  const stored = await storedAnswer(chatId);
+  equal(stored.answer.message, expected, 'the stored answer');
+  equal(shown, expected, 'the answer on the page');
+  equal(await answer.getAttribute('data-message-id'), stored.answer.id, 'the answer message id');
+  check(await page.isHidden('#stop'), 'the Stop button is still shown after done');
+  console.log(`     ${samples.length} distinct texts before done`);
+});
+
+await scenario('finishes an answer after a reload mid-answer, nothing lost or doubled', async () => {
+  const chunks = words(60, 'r');
+  const full = chunks.join('');
+  await script({ chunks, chunk_delay_ms: 40 });
+  const n = (await answerCount()) + 1;
+  await ask('Again, after a reload.');
+  await waitForText(n, 60);
+  const before = requested.length;
+  await page.reload();
+  await page.waitForSelector('#app', { state: 'visible' });
+  const answer = await waitForDone(n);
+  const resumed = requested.slice(before).find((u) => u.includes('conversations/inference/'));
+  check(resumed && /[?&]last_event_id=[^&]+%3A\d+/.test(resumed),
+    `after the reload the stream was not resumed with last_event_id: ${resumed}`);
+  equal(await answerCount(), n, 'answers on the page after the reload');
+  equal(await page.locator('article.human').count(), n, 'questions on the page after the reload');
+  const shown = await answer.locator('.body').textContent();
+  const stored = await storedAnswer(chatId);
+  equal(stored.answer.message, full, 'the stored answer');
+  equal(shown, full, 'the answer on the page after the reload');
+  equal(await page.locator('article.assistant').first().locator('.body').textContent(), expected,
+    'the first answer after the reload');
+  // The saved text (checkpointed every 100 ms in the test) was shown and the stream resumed
+  // after it: not a replay from the start.
+  const offset = decodeURIComponent(resumed.split('last_event_id=')[1]).split(':')[1];
+  check(Number(offset) > 0, 'the stream was resumed at byte 0: a replay, not a resume');
+  console.log(`     resumed at byte ${offset} of ${Buffer.byteLength(full)}`);
+});
+
+await scenario('reconnects by itself after a network drop and resumes exactly', async () => {
+  const chunks = words(60, 'n');
+  const full = chunks.join('');
+  await script({ chunks, chunk_delay_ms: 40 });
+  const n = (await answerCount()) + 1;
+  resumedWith.length = 0;
+  await ask('Keep going through a network drop.');
+  await waitForText(n, 40);
+  dropConnections();
+  await page.waitForSelector('article.assistant:last-of-type .meta:has-text("reconnecting")', { timeout: 2_000 })
+    .catch(() => {
+      throw new Failure('the page did not say it was reconnecting');
+    });
+  const answer = await waitForDone(n);
+  check(resumedWith.length > 0, 'the EventSource did not reconnect with Last-Event-ID');
+  equal(await answer.locator('.body').textContent(), full, 'the answer on the page after the drop');
+  equal((await storedAnswer(chatId)).answer.message, full, 'the stored answer');
+  console.log(`     reconnected with Last-Event-ID ${resumedWith[0].split(':')[1]}`);
+});
+
+await scenario('stops an answer: it ends, shows cancelled, and is stored cancelled', async () => {
+  await script({ chunks: words(80, 's'), chunk_delay_ms: 50 });
+  const n = (await answerCount()) + 1;
+  await ask('Talk for a long time.');
+  await waitForText(n, 20);
+  await page.click('#stop');
+  const answer = await waitForDone(n);
+  equal(await answer.getAttribute('data-status'), 'cancelled', 'the done status after Stop');
+  check(/cancel/i.test(await answer.locator('.meta').textContent()), 'the page does not say cancelled');
+  const stored = await storedAnswer(chatId);
+  equal(stored.status, 'cancelled', 'the stored status');
+  equal(await answer.locator('.body').textContent(), stored.answer.message, 'the partial answer on the page');
+  check(stored.answer.message.length < words(80, 's').join('').length, 'the stopped answer is as long as the full one');
+});
+
+await scenario('shows an upstream failure to the person', async () => {
+  await script({ chunks: ['Half ', 'an ', 'answer ', 'and then'], error_after: 2 });
+  const n = (await answerCount()) + 1;
+  await ask('Fail, please.');
+  const answer = await waitForDone(n);
+  equal(await answer.getAttribute('data-status'), 'incomplete', 'the done status after an upstream error');
+  await page.waitForSelector('#notice', { state: 'visible' });
+  const notice = await page.textContent('#notice-text');
+  check(/upstream/i.test(notice), `the notice does not name the upstream failure: ${notice}`);
+  await page.click('#notice-close');
+});
+
+const MARKDOWN = [
+  '# Release notes\n\n',
+  'Some **bold** and *italic* text, `inline code`, and a [link](https://example.com/docs).\n\n',
+  '- first item\n- second item\n\n',
+  '1. one\n2. two\n\n',
+  '> quoted\n\n',
+  '```rust\nfn main() {\n    println!("<b>hi</b>");\n}\n```\n\n',
+  'Raw HTML: <script>window.__pwned = 1</script> and <img src=x onerror="window.__pwned = 2">',
+  ' and [a trap](javascript:window.__pwned=3).',
+];
+
+await scenario('renders Markdown safely: structure as elements, HTML as text', async () => {
+  await page.click('#new-chat');
+  await page.waitForSelector('#name-dialog[open]');
+  await page.fill('#name-input', 'Markdown');
+  await page.press('#name-input', 'Enter');
+  await page.waitForSelector('#chats button[aria-current="true"]:has-text("Markdown")');
+  chatId = await currentChatId();
+  await script({ chunks: MARKDOWN, chunk_delay_ms: 30 });
+  await ask('Show me some Markdown.');
+  const answer = await waitForDone(1);
+  const body = answer.locator('.body');
+  equal(await body.locator('h1').textContent(), 'Release notes', 'the heading');
+  equal(await body.locator('ul > li').count(), 2, 'unordered list items');
+  equal(await body.locator('ol > li').count(), 2, 'ordered list items');
+  check((await body.locator('pre > code').textContent()).includes('println!("<b>hi</b>");'),
+    'the fenced code block');
+  equal(await body.locator('p code').first().textContent(), 'inline code', 'inline code');
+  equal(await body.locator('strong').first().textContent(), 'bold', 'bold');
+  equal(await body.locator('em').first().textContent(), 'italic', 'italic');
+  equal(await body.locator('blockquote').textContent(), 'quoted', 'the blockquote');
+  const link = body.locator('a[href="https://example.com/docs"]');
+  equal(await link.count(), 1, 'the https link');
+  equal(await link.getAttribute('rel'), 'noopener noreferrer', 'the link rel');
+  equal(await link.getAttribute('target'), '_blank', 'the link target');
+  equal(await body.locator('a[href^="javascript"]').count(), 0, 'javascript: links');
+  const text = await body.textContent();
+  check(text.includes('<script>window.__pwned = 1</script>'), 'the <script> is not shown as text');
+  check(text.includes('<img src=x onerror="window.__pwned = 2">'), 'the <img> is not shown as text');
+  equal(await page.evaluate(() => typeof window.__pwned), 'undefined', 'typeof window.__pwned');
+  equal(await page.locator('article script, article img, article iframe').count(), 0,
+    'script/img/iframe elements inside messages');
+  const scripts = await page.evaluate(() => [...document.scripts].map((s) => s.src));
+  check(scripts.length === 1 && scripts[0].endsWith('/assets/app.js'),
+    `the page has other scripts than app.js: ${scripts}`);
+  equal(await page.locator('img').count(), 0, 'img elements on the page');
+  if (SCREENSHOT) {
+    await page.evaluate(() => {
+      document.activeElement.blur();
+      const m = document.getElementById('messages');
+      m.scrollTop = m.scrollHeight;
+    });
+    await page.screenshot({ path: SCREENSHOT });
+    console.log(`     screenshot saved to ${SCREENSHOT}`);
+  }
+});
+
+await scenario('renames a chat', async () => {
+  await page.click('#rename-chat');
+  await page.waitForSelector('#name-dialog[open]');
+  await page.fill('#name-input', 'Renamed in the browser');
+  await page.press('#name-input', 'Enter');
+  await page.waitForSelector('#chats button[aria-current="true"]:has-text("Renamed in the browser")');
+  equal(await page.textContent('#chat-title'), 'Renamed in the browser', 'the chat title');
+  equal((await api('GET', `chats/${chatId}`)).json().name, 'Renamed in the browser', 'the stored name');
+});
+
+await scenario('deletes a chat after confirmation', async () => {
+  const shown = await page.evaluate(() => [...document.querySelectorAll('article')].map((a) => a.dataset.messageId));
+  check(shown.length > 0, 'the chat shows no messages before delete');
+  await page.click('#delete-chat');
+  await page.waitForSelector('#confirm-dialog[open]');
+  await page.click('#confirm-cancel');
+  equal((await api('GET', `chats/${chatId}`)).status, 200, 'the chat after Cancel');
+  await page.click('#delete-chat');
+  await page.waitForSelector('#confirm-dialog[open]');
+  await page.click('#confirm-ok');
+  await page.waitForSelector(`#chats button[data-chat-id="${chatId}"]`, { state: 'detached' });
+  equal((await api('GET', `chats/${chatId}`)).status, 404, 'GET chats/{id} after delete');
+  const after = await page.evaluate(() => [...document.querySelectorAll('article')].map((a) => a.dataset.messageId));
+  check(!after.some((id) => shown.includes(id)), 'messages of the deleted chat are still shown');
+  check((await currentChatId()) !== chatId, 'the deleted chat is still selected');
+});
+
+await scenario('signs out: the session ends and the form is back', async () => {
+  await page.click('#sign-out');
+  await page.waitForSelector('#signin-form', { state: 'visible' });
+  check(!(await context.cookies()).some((c) => c.name === 'sluice_session' && c.value),
+    'the session cookie is still set after sign-out');
+  await page.reload();
+  await page.waitForSelector('#signin-form', { state: 'visible' });
+});
+
+await scenario('never puts the key in a URL and logs no page errors', async () => {
+  const leaks = requested.filter((u) => u.includes(KEY) || /[?&]key=/.test(u));
+  check(leaks.length === 0, `the key appeared in requested URLs: ${leaks.join(', ')}`);
+  check(problems.length === 0, `the page reported errors:\n${problems.join('\n')}`);
+});
+
+await browser.close();
+relay.close();
+const failed = results.filter((r) => !r.ok).length;
+console.log(`${results.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
