@@ -19,3 +19,4 @@ mod openai_sdk;
 mod openapi;
 mod ops;
 mod session;
+mod terminal;
