@@ -1,18 +1,18 @@
 //! The one domain layer every dialect calls. Handlers convert, call one method here, convert back.
 
 mod auth;
-mod sessions;
 mod completions;
 mod conversations;
+mod sessions;
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
 pub use auth::{KeyKind, NewKeyOutput, Principal, bootstrap, create_key, generate_key, hash_key};
 pub use completions::CompletionInput;
 pub use conversations::{ResumeAt, ResumePoint, StopOutcome, StreamOpen};
+pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
 
 use crate::config::Limits;
 use crate::generation::Hub;
