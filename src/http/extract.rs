@@ -136,6 +136,19 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Erro
 /// origin binding was checked when the key signed in.
 async fn session_principal(parts: &Parts, state: &AppState) -> Result<Principal, Error> {
     let token = session_cookie(&parts.headers).ok_or(Error::Unauthenticated)?;
+    // Browsers say where a request comes from; the cookie serves sluice's own page only, so
+    // even a GET (which may start a generation) from another site is refused.
+    let fetch_site = parts
+        .headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    if matches!(fetch_site, Some("cross-site" | "same-site")) {
+        return Err(Error::Forbidden(
+            "the session cookie is accepted only from sluice's own pages; another site must \
+             send a key"
+                .into(),
+        ));
+    }
     let session = state.services.web_session(token).await?;
     if !parts.method.is_safe() {
         let sent = parts

@@ -145,6 +145,17 @@ async fn signing_in_sets_an_httponly_strict_cookie_that_authenticates_reads_and_
     let events = SseClient::new(stream).collect().await;
     assert_eq!(text_of(&events), "by cookie");
     assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+
+    // A request another site's page makes with the cookie is refused, even a GET.
+    let cross = app
+        .client
+        .get(app.url(&format!("/conversations/inference/{chat_id}")))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
