@@ -119,6 +119,8 @@ pub struct Settings {
     pub aliases: BTreeMap<String, String>,
     /// Origins whose pages may call sluice from the browser (CORS).
     pub cors_origins: CorsOrigins,
+    /// The internet variant's search backend and page fetcher.
+    pub search: crate::search::SearchSettings,
 }
 
 /// Which other origins' pages may call the API from a browser. Credentials (the session
@@ -196,6 +198,7 @@ impl Settings {
             limits: Limits::default(),
             aliases: BTreeMap::new(),
             cors_origins: CorsOrigins::None,
+            search: crate::search::SearchSettings::default(),
         }
     }
 
@@ -346,6 +349,8 @@ impl Settings {
             Some(v) => CorsOrigins::parse(&[v])?,
             None => CorsOrigins::parse(&file.cors_origins)?,
         };
+        settings.search = crate::search::SearchSettings::from_env(env)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         settings.validate()?;
         Ok(settings)
     }

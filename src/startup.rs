@@ -23,6 +23,8 @@ pub enum StartError {
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
     Service(#[from] crate::Error),
+    #[error("web search: {0}")]
+    Search(#[from] crate::search::SetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -30,8 +32,8 @@ pub enum StartError {
     },
 }
 
-/// sluice without a listener: its router, to serve or to mount (`nest_service`) in another axum application,
-/// and its services, to call the core without HTTP.
+/// sluice without a listener: its router, to serve or to mount (`nest_service`) in another
+/// axum application, and its services, to call the core without HTTP.
 ///
 /// ```no_run
 /// # async fn host() -> Result<(), Box<dyn std::error::Error>> {
@@ -86,9 +88,15 @@ impl Sluice {
         } else {
             tracing::info!(models = ?providers.model_ids(), "providers ready");
         }
+        let search = Arc::new(crate::search::Pipeline::new(&settings.search)?);
+        tracing::info!(
+            backend = search.backend_name(),
+            "web search for the internet variant"
+        );
         let hub = Hub::new(
             store.clone(),
             providers.clone(),
+            search,
             HubConfig {
                 checkpoint_interval: settings.checkpoint_interval,
                 max_context_messages: settings.limits.max_context_messages,

@@ -23,6 +23,8 @@ pub struct Finished {
     pub status: MessageStatus,
     pub finish_reason: Option<String>,
     pub usage: Usage,
+    /// The `[n]` markers of an answer given sources (the internet variant), in order of use.
+    pub citations: Option<Vec<crate::search::Citation>>,
 }
 
 /// What a reader receives, in order: sources, deltas and errors at their offsets, then done.
@@ -114,11 +116,23 @@ impl Live {
             let mut st = live.lock();
             st.text = row.content.clone();
             st.sources = row.sources.clone().map(Arc::new);
-            if let Some(failure) = error.filter(|_| status != MessageStatus::Complete) {
-                let at = st.text.len();
-                st.marks.push((at, Mark::Failure(failure)));
+            // A search failure happened before the first delta; any other, at the end.
+            if let Some(failure) = error {
+                if [crate::search::SEARCH_FAILED, crate::search::SEARCH_DISABLED]
+                    .contains(&failure.code.as_str())
+                {
+                    st.marks.push((0, Mark::Failure(failure)));
+                } else if status != MessageStatus::Complete {
+                    let at = st.text.len();
+                    st.marks.push((at, Mark::Failure(failure)));
+                }
             }
+            let citations = row.sources.as_ref().map(|sources| {
+                let count = sources.as_array().map_or(0, Vec::len);
+                crate::search::citations(&row.content, count)
+            });
             st.finished = Some(Arc::new(Finished {
+                citations,
                 finish_reason: row.finish_reason.clone(),
                 message: Some(row),
                 status,

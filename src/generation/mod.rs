@@ -31,10 +31,20 @@ pub struct HubConfig {
     pub max_context_messages: usize,
 }
 
+/// Which kind of answer a stream asks for when it has to start one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The model alone.
+    Plain,
+    /// A web search first, its sources given to the model and sent to the readers.
+    Internet,
+}
+
 /// The registry of running generations of this process.
 pub struct Hub {
     store: Store,
     providers: Arc<Providers>,
+    search: Arc<crate::search::Pipeline>,
     config: HubConfig,
     running: Mutex<HashMap<Uuid, Arc<Live>>>,
     start_lock: tokio::sync::Mutex<()>,
@@ -43,10 +53,16 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(store: Store, providers: Arc<Providers>, config: HubConfig) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        providers: Arc<Providers>,
+        search: Arc<crate::search::Pipeline>,
+        config: HubConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             providers,
+            search,
             config,
             running: Mutex::new(HashMap::new()),
             start_lock: tokio::sync::Mutex::new(()),
@@ -68,12 +84,15 @@ impl Hub {
         self.running().len()
     }
 
-    /// The log answering `question`: the running one, the saved one, or a new generation.
+    /// The log answering `question`: the running one, the saved one, or a new generation of
+    /// `variant` (an answer belongs to its question: whichever variant started it is the one
+    /// every reader gets).
     pub async fn answer(
         self: &Arc<Self>,
         workspace_id: Uuid,
         chat: &chat::Model,
         question: &message::Model,
+        variant: Variant,
     ) -> Result<Arc<Live>> {
         if let Some(live) = self.running().get(&question.id) {
             return Ok(live.clone());
@@ -102,7 +121,7 @@ impl Hub {
         if self.closing.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        self.start(workspace_id, chat, question).await
+        self.start(workspace_id, chat, question, variant).await
     }
 
     async fn saved_answer(&self, question_id: Uuid) -> Result<Option<Arc<Live>>> {
@@ -123,6 +142,7 @@ impl Hub {
         workspace_id: Uuid,
         chat: &chat::Model,
         question: &message::Model,
+        variant: Variant,
     ) -> Result<Arc<Live>> {
         let resolved = self
             .providers
@@ -185,7 +205,19 @@ impl Hub {
             row: Box::new(row),
             generation_id: generation.id,
         };
-        self.spawn(live.clone(), persist, workspace_id, resolved, request);
+        let search = (variant == Variant::Internet).then(|| task::SearchStep {
+            pipeline: self.search.clone(),
+            query: question.content.clone(),
+            prompt: messages,
+        });
+        self.spawn(
+            live.clone(),
+            persist,
+            workspace_id,
+            resolved,
+            request,
+            search,
+        );
         Ok(live)
     }
 
@@ -208,6 +240,7 @@ impl Hub {
             workspace_id,
             resolved,
             request,
+            None,
         );
         Ok(live)
     }
@@ -221,8 +254,10 @@ impl Hub {
         workspace_id: Uuid,
         resolved: Resolved,
         request: ChatRequest,
+        search: Option<task::SearchStep>,
     ) {
         let job = task::Job {
+            search,
             hub: self.clone(),
             live,
             normalize: matches!(persist, task::Persist::Answer { .. }),

@@ -9,7 +9,7 @@ use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
 use super::{CancelReason, Finished, Hub, Live};
-use crate::domain::{LineBreaks, MessageStatus, StreamFailure, Usage};
+use crate::domain::{LineBreaks, MessageStatus, PromptMessage, StreamFailure, Usage};
 use crate::providers::{ChatRequest, ProviderError, Resolved, StreamEvent};
 use crate::store::FinishRecord;
 use crate::telemetry::names;
@@ -35,6 +35,16 @@ pub(super) struct Job {
     pub resolved: Resolved,
     pub request: ChatRequest,
     pub prompt_estimate: u32,
+    /// A web search to run before the model is called (the internet variant).
+    pub search: Option<SearchStep>,
+}
+
+/// The internet variant's first step: the question to search for and the prompt that the
+/// sources are inserted into.
+pub(super) struct SearchStep {
+    pub pipeline: Arc<crate::search::Pipeline>,
+    pub query: String,
+    pub prompt: Vec<PromptMessage>,
 }
 
 /// How the upstream part ended.
@@ -44,11 +54,15 @@ enum Outcome {
     Cancelled(CancelReason),
 }
 
-pub(super) async fn run(job: Job) {
+pub(super) async fn run(mut job: Job) {
     let started = Instant::now();
     let running = metrics::gauge!(names::GENERATIONS_RUNNING);
     running.increment(1.0);
     let mut stats = Stats::default();
+    let searched = match job.search.take() {
+        Some(step) => search_first(&mut job, step).await,
+        None => None,
+    };
     // The configured model, then its fallbacks, each tried only while nothing was relayed.
     let candidates: Vec<&Resolved> = std::iter::once(&job.resolved)
         .chain(job.resolved.fallbacks.iter())
@@ -80,6 +94,9 @@ pub(super) async fn run(job: Job) {
         .record(started.elapsed().as_secs_f64());
     metrics::counter!(names::DELTAS, "provider" => provider_label.clone()).increment(stats.deltas);
     let (text, _, sources) = job.live.snapshot();
+    let citations = searched
+        .as_ref()
+        .map(|s| crate::search::citations(&text, s.sources));
 
     let (status, finish_reason, failure) = match outcome {
         Outcome::Finished(reason) => (MessageStatus::Complete, Some(reason), None),
@@ -108,6 +125,8 @@ pub(super) async fn run(job: Job) {
             )),
         ),
     };
+    // What ended the answer is recorded first; else a search that failed before it began.
+    let failure = failure.or_else(|| searched.and_then(|s| s.failure));
     let usage = usage
         .unwrap_or_else(|| Usage::new(job.prompt_estimate, Usage::estimate_tokens(&text), true));
     let cost_micros = answered_by.price.map_or(0, |p| {
@@ -134,8 +153,9 @@ pub(super) async fn run(job: Job) {
                 usage,
                 cost_micros,
                 error: failure,
+                sources: sources.map(|s| (*s).clone()),
             };
-            Some(save(&job, row, &record, sources).await)
+            Some(save(&job, row, &record).await)
         }
         Persist::UsageOnly => {
             record_usage(&job, &provider, &model, usage, cost_micros).await;
@@ -150,6 +170,7 @@ pub(super) async fn run(job: Job) {
         "generation finished"
     );
     job.live.finish(Finished {
+        citations,
         message: saved,
         status,
         finish_reason,
@@ -160,6 +181,35 @@ pub(super) async fn run(job: Job) {
     metrics::counter!(names::GENERATIONS, "status" => status.as_str()).increment(1);
     running.decrement(1.0);
     job.hub.forget(job.live.question_id);
+}
+
+/// What the search step left for the end of the answer.
+struct Searched {
+    sources: usize,
+    failure: Option<StreamFailure>,
+}
+
+/// Searches, sends the sources (an empty list when the search failed, with a `search_failed`
+/// or `search_disabled` error before any text) and puts them in the prompt. A stop during the
+/// search leaves the cancellation for the relay to report.
+async fn search_first(job: &mut Job, step: SearchStep) -> Option<Searched> {
+    let outcome = tokio::select! {
+        biased;
+        () = job.live.cancelled() => return None,
+        outcome = step.pipeline.run(&step.query) => outcome,
+    };
+    job.live.set_sources(outcome.sources_json());
+    if let Some(failure) = &outcome.failure {
+        job.live.fail(failure.clone());
+    }
+    let mut prompt = step.prompt;
+    crate::search::prompt::insert_context(&mut prompt, &outcome.context);
+    job.request.messages = prompt.iter().map(crate::search::prompt::to_json).collect();
+    job.prompt_estimate = job.request.estimate_prompt_tokens();
+    Some(Searched {
+        sources: outcome.sources.len(),
+        failure: outcome.failure,
+    })
 }
 
 /// Runs the upstream stream into the log. Returns how it ended and the provider's usage.
@@ -293,12 +343,7 @@ fn cancelled(live: &Live) -> Outcome {
 
 /// Saves the outcome, retrying a failing database for a while: an answer is never dropped
 /// because of a transient error; readers get `done` with the row either way.
-async fn save(
-    job: &Job,
-    row: &message::Model,
-    record: &FinishRecord,
-    sources: Option<Arc<serde_json::Value>>,
-) -> message::Model {
+async fn save(job: &Job, row: &message::Model, record: &FinishRecord) -> message::Model {
     let mut delay = Duration::from_millis(100);
     let mut updated_at = None;
     for attempt in 1..=8 {
@@ -326,7 +371,7 @@ async fn save(
         completion_tokens: Some(tokens(record.usage.completion_tokens)),
         usage_estimated: record.usage.estimated,
         cost_micros: Some(record.cost_micros),
-        sources: sources.map(|s| (*s).clone()),
+        sources: record.sources.clone(),
         updated_at: updated_at.unwrap_or_else(crate::store::now),
         ..row.clone()
     }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{KeyKind, Principal, Services};
 use crate::domain::Role;
 use crate::error::{Error, Result};
-use crate::generation::{Finished, ResumeError, StartAt, Subscription};
+use crate::generation::{Finished, ResumeError, StartAt, Subscription, Variant};
 use crate::store::NewChat;
 
 /// Longest accepted chat name, in characters.
@@ -232,6 +232,7 @@ impl Services {
         who: &Principal,
         target: Uuid,
         resume: Option<ResumePoint>,
+        variant: Variant,
     ) -> Result<StreamOpen> {
         let (chat, question) = self.question(who, target).await?;
         if let Some(ResumePoint {
@@ -240,7 +241,10 @@ impl Services {
         {
             return Ok(StreamOpen::AlreadyDone);
         }
-        let live = self.hub.answer(who.workspace_id, &chat, &question).await?;
+        let live = self
+            .hub
+            .answer(who.workspace_id, &chat, &question, variant)
+            .await?;
         let start = match resume {
             Some(ResumePoint {
                 message_id,

@@ -33,6 +33,8 @@ pub struct FinishRecord {
     pub usage: Usage,
     pub cost_micros: i64,
     pub error: Option<crate::domain::StreamFailure>,
+    /// The sources the answer was given (the internet variant).
+    pub sources: Option<serde_json::Value>,
 }
 
 fn tokens(v: u32) -> i32 {
@@ -156,6 +158,7 @@ impl Store {
                 Expr::value(r.usage.estimated),
             )
             .col_expr(message::Column::CostMicros, Expr::value(r.cost_micros))
+            .col_expr(message::Column::Sources, Expr::value(r.sources.clone()))
             .col_expr(message::Column::UpdatedAt, Expr::value(at))
             .filter(message::Column::Id.eq(r.message_id))
             .exec(&txn)

@@ -24,6 +24,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/conversations/"),
     ("POST", "/conversations/create"),
     ("GET", "/conversations/inference/{id}"),
+    ("GET", "/conversations/inference_internet/{id}"),
     ("POST", "/conversations/stop/{id}"),
     ("GET", "/session"),
     ("POST", "/session"),

@@ -136,6 +136,18 @@ pub struct DoneEvent {
     pub status: &'static str,
     pub finish_reason: Option<String>,
     pub usage: UsageDto,
+    /// Internet variant only: each `[n]` marker the answer used, in order of first use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<CitationDto>>,
+}
+
+/// A citation marker of an answer given sources.
+#[derive(Serialize, ToSchema)]
+pub struct CitationDto {
+    /// The `n` of `[n]`.
+    pub index: u32,
+    /// Whether `n` names one of the sources sent.
+    pub resolves: bool,
 }
 
 impl From<&Finished> for DoneEvent {
@@ -145,6 +157,14 @@ impl From<&Finished> for DoneEvent {
             status: done.status.as_str(),
             finish_reason: done.finish_reason.clone(),
             usage: done.usage.into(),
+            citations: done.citations.as_ref().map(|list| {
+                list.iter()
+                    .map(|c| CitationDto {
+                        index: c.index,
+                        resolves: c.resolves,
+                    })
+                    .collect()
+            }),
         }
     }
 }

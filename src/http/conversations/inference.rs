@@ -12,10 +12,10 @@ use super::dto::{DoneEvent, ErrorEvent, StopDto};
 use super::error::{ConvError, ErrorBody};
 use super::handlers::{Caller, require_secret};
 use crate::error::Error;
-use crate::generation::{GenEvent, Subscription};
+use crate::generation::{GenEvent, Subscription, Variant};
 use crate::http::AppState;
 use crate::http::extract::{Auth, parse_id, query_pairs};
-use crate::service::{ResumePoint, StreamOpen};
+use crate::service::{Principal, ResumePoint, StreamOpen};
 
 /// `Last-Event-ID` from the header, else from `?last_event_id=` (for clients that cannot set it).
 fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<ResumePoint>, Error> {
@@ -82,9 +82,82 @@ pub async fn inference(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ConvError> {
-    let id = parse_id("id", &id)?;
-    let resume = resume_point(&headers, query.as_deref())?;
-    match state.services.open_stream(&who, id, resume).await? {
+    stream(
+        &state,
+        &who,
+        &id,
+        &headers,
+        query.as_deref(),
+        Variant::Plain,
+    )
+    .await
+}
+
+/// Stream an answer grounded in a web search (SSE)
+///
+/// Exactly the plain stream, with a web search first when the answer has to be generated: the
+/// question is searched, the top pages are read (per-page time and size limits, one total
+/// deadline, private addresses refused), the best passages become numbered sources, and the
+/// model is asked to cite them as `[n]`.
+///
+/// - `event: sources` comes first: JSON `[{index, title, url, snippet}]` (empty when the search
+///   failed); a replay sends it again, a resume does not;
+/// - `event: error` with code `search_failed` or `search_disabled` follows it when the search
+///   could not help: the answer still streams, without sources;
+/// - `done` carries `citations`: `[{index, resolves}]`, each marker the answer used, in order of
+///   first use, and whether it names a sent source.
+///
+/// An answer belongs to its question: a stream that attaches to, or replays, an answer started
+/// by the plain endpoint gets that answer, and the other way round.
+#[utoipa::path(
+    get,
+    path = "/conversations/inference_internet/{id}",
+    tag = "conversations",
+    params(
+        ("id" = Uuid, Path, description = "A chat, or a `Human` conversation"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event: `<message id>:<offset>` or `<message id>:done`"),
+        ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set headers"),
+    ),
+    security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
+    responses(
+        (status = 200, description = "The event stream: `sources`, then as the plain stream", content_type = "text/event-stream", body = String),
+        (status = 204, description = "The client already had `done`: nothing more will come"),
+        (status = 400, description = "The id is not a UUID, or a malformed or out-of-range Last-Event-ID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "No such chat or conversation in the key's workspace", body = ErrorBody),
+        (status = 409, description = "The chat has no `Human` message to answer", body = ErrorBody),
+        (status = 503, description = "The server is shutting down", body = ErrorBody),
+    ),
+)]
+pub async fn inference_internet(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ConvError> {
+    stream(
+        &state,
+        &who,
+        &id,
+        &headers,
+        query.as_deref(),
+        Variant::Internet,
+    )
+    .await
+}
+
+async fn stream(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    variant: Variant,
+) -> Result<Response, ConvError> {
+    let id = parse_id("id", id)?;
+    let resume = resume_point(headers, query)?;
+    match state.services.open_stream(who, id, resume, variant).await? {
         // 204 is what makes an EventSource stop reconnecting.
         StreamOpen::AlreadyDone => Ok(StatusCode::NO_CONTENT.into_response()),
         StreamOpen::Stream(subscription) => Ok(crate::http::sse::response(

@@ -20,6 +20,7 @@ pub const PUBLISHABLE_ENDPOINTS: &[&str] = &[
     "POST /conversations/create",
     "GET /conversations/?chat_id=",
     "GET /conversations/inference/{id}",
+    "GET /conversations/inference_internet/{id}",
 ];
 
 /// The schemas of the SSE events' data, which no request or response names.
@@ -39,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         routes!(handlers::list_conversations),
         routes!(handlers::create_conversation),
         routes!(inference::inference),
+        routes!(inference::inference_internet),
         routes!(inference::stop),
     ]
     .into_iter()
