@@ -130,6 +130,20 @@ fn sluice_command(database_url: &str, mock: &MockUpstream) -> Command {
     command
 }
 
+/// Waits for a process that must stop by itself; kills it and fails if it keeps running.
+fn exits_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("the process kept running: it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 fn start_process(database_url: &str, mock: &MockUpstream, admin_key: Option<&str>) -> Process {
     let mut command = sluice_command(database_url, mock);
     if let Some(key) = admin_key {
@@ -425,4 +439,23 @@ async fn a_bad_configuration_stops_the_start_with_a_message_naming_it() {
     let message = String::from_utf8_lossy(&bad_key.stderr);
     assert!(message.contains("openai"), "{message}");
     assert!(!message.contains("sk-abc"), "{message}");
+
+    // A search backend selected without what it needs is refused, naming the variable.
+    for (provider, variable) in [
+        ("brave", "BRAVE_API_KEY"),
+        ("tavily", "TAVILY_API_KEY"),
+        ("searxng", "SLUICE_SEARXNG_URL"),
+        ("bing", "SLUICE_SEARCH_PROVIDER"),
+    ] {
+        let child = sluice_command(&database_url, &mock)
+            .env("SLUICE_SEARCH_PROVIDER", provider)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = exits_within(child, Duration::from_secs(30));
+        assert!(!output.status.success(), "{provider}");
+        let message = String::from_utf8_lossy(&output.stderr);
+        assert!(message.contains(variable), "{provider}: {message}");
+    }
 }

@@ -237,6 +237,8 @@ await scenario('signs in with the key through the form, which the page never kee
   check(cookie.httpOnly, 'the session cookie is not HttpOnly');
   equal(cookie.sameSite, 'Strict', 'the session cookie SameSite');
   check(!cookie.value.includes(KEY), 'the cookie holds the key itself');
+  equal(await page.locator('main:visible').count(), 1, 'visible <main> landmarks once signed in');
+  equal(await page.locator('main:visible #messages').count(), 1, 'the messages inside the <main> landmark');
 });
 
 await scenario('refuses a state-changing request that carries the cookie but no CSRF token', async () => {
@@ -277,7 +279,11 @@ await scenario('streams an answer that grows in steps and ends as the stored tex
   await ask('Count for me, please.');
   await page.waitForSelector('article.human:has-text("Count for me, please.")');
   await page.waitForSelector('#stop', { state: 'visible' });
+  // The streaming answer is not read out frame by frame; the status region announces the end.
+  equal(await page.getAttribute('#messages', 'aria-live'), 'off', 'the log aria-live while streaming');
   const answer = await waitForDone(1);
+  equal(await page.getAttribute('#messages', 'aria-live'), 'polite', 'the log aria-live after done');
+  equal(await page.textContent('#status'), 'The answer is complete.', 'the status announcement at done');
   const samples = await page.evaluate(() => window.__samples);
   check(samples.length >= 3, `the answer grew in ${samples.length} step(s), expected at least 3`);
   check(samples.every((s, i) => i === 0 || s.startsWith(samples[i - 1].trimEnd())),
@@ -290,6 +296,60 @@ await scenario('streams an answer that grows in steps and ends as the stored tex
   equal(await answer.getAttribute('data-message-id'), stored.answer.id, 'the answer message id');
   check(await page.isHidden('#stop'), 'the Stop button is still shown after done');
   console.log(`     ${samples.length} distinct texts before done`);
+});
+
+/** The messages on the page, in order, as `role:message id`. */
+const shownMessages = () => page.evaluate(() => [...document.querySelectorAll('#messages article')]
+  .map((a) => `${a.classList.contains('human') ? 'Human' : 'Assistant'}:${a.dataset.messageId}`));
+
+await scenario('leaves a finished answer finished: a reload opens no stream and keeps its place', async () => {
+  const before = await shownMessages();
+  check(before.length >= 2, `the chat shows ${before.length} message(s) before the reload`);
+  const from = requested.length;
+  await page.reload();
+  await page.waitForSelector('#app', { state: 'visible' });
+  await page.waitForFunction((n) => {
+    const log = document.getElementById('messages');
+    return log.querySelectorAll('article').length >= n && !log.hasAttribute('aria-busy');
+  }, before.length);
+  await page.waitForTimeout(500); // time for a stream to be opened, were one to be
+  const streams = requested.slice(from).filter((u) => u.includes('conversations/inference'));
+  check(streams.length === 0, `a finished answer was resumed after the reload: ${streams.join(', ')}`);
+  equal(JSON.stringify(await shownMessages()), JSON.stringify(before), 'the messages after the reload');
+  check(await page.isHidden('#stop'), 'the Stop button is shown after reloading a finished answer');
+  equal(await page.evaluate((id) => sessionStorage.getItem(`sluice.stream.${id}`), chatId), null,
+    'the stream remembered for the chat after the reload');
+});
+
+await scenario('sends a question once when Enter is pressed twice before it is stored', async () => {
+  const chunks = words(10, 'e');
+  await script({ chunks, chunk_delay_ms: 20 });
+  const n = (await answerCount()) + 1;
+  const questions = await page.locator('article.human').count();
+  const posts = [];
+  const onRequest = (r) => {
+    if (r.method() === 'POST' && r.url().endsWith('/conversations/create')) posts.push(r.url());
+  };
+  page.on('request', onRequest);
+  // The question takes a while to be stored, as over a slow network.
+  await page.route('**/conversations/create', async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await route.continue();
+  });
+  try {
+    await page.fill('#composer-input', 'Only once, please.');
+    await page.press('#composer-input', 'Enter');
+    await page.press('#composer-input', 'Enter');
+    const answer = await waitForDone(n);
+    equal(await answer.locator('.body').textContent(), chunks.join(''), 'the answer on the page');
+  } finally {
+    page.off('request', onRequest);
+    await page.unroute('**/conversations/create');
+  }
+  equal(posts.length, 1, 'POST conversations/create requests');
+  equal(await page.locator('article.human').count(), questions + 1, 'questions on the page');
+  const stored = (await api('GET', `conversations/?chat_id=${chatId}`)).json();
+  equal(stored.filter((c) => c.role === 'Human').length, questions + 1, 'stored questions');
 });
 
 await scenario('finishes an answer after a reload mid-answer, nothing lost or doubled', async () => {
@@ -423,6 +483,45 @@ await scenario('renders Markdown safely: structure as elements, HTML as text', a
     await page.screenshot({ path: SCREENSHOT });
     console.log(`     screenshot saved to ${SCREENSHOT}`);
   }
+});
+
+await scenario('starts the answer on coming back to a chat left while its question was sent', async () => {
+  const home = chatId;
+  const other = await page.evaluate((id) => [...document.querySelectorAll('#chats button')]
+    .map((b) => b.dataset.chatId).find((c) => c !== id), home);
+  check(other, 'no other chat to switch to');
+  const chunks = words(12, 'b');
+  await script({ chunks, chunk_delay_ms: 20 });
+  const n = (await answerCount()) + 1;
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  await page.route('**/conversations/create', async (route) => {
+    await held;
+    await route.continue();
+  });
+  try {
+    const posted = page.waitForResponse(
+      (r) => r.url().endsWith('/conversations/create') && r.request().method() === 'POST');
+    await ask('Answer me while I look elsewhere.');
+    await page.click(`#chats button[data-chat-id="${other}"]`);
+    await page.waitForSelector(`#chats button[aria-current="true"][data-chat-id="${other}"]`);
+    release();
+    await posted;
+  } finally {
+    release();
+    await page.unroute('**/conversations/create');
+  }
+  await page.waitForFunction((id) => sessionStorage.getItem(`sluice.stream.${id}`) !== null, home,
+    { timeout: 5_000 }).catch(() => {
+    throw new Failure('the answer to start was not remembered for the chat that was left');
+  });
+  equal(await page.locator('article.human:has-text("Answer me while I look elsewhere.")').count(), 0,
+    'the question shown in the other chat');
+  await page.click(`#chats button[data-chat-id="${home}"]`);
+  const answer = await waitForDone(n);
+  equal(await answer.locator('.body').textContent(), chunks.join(''), 'the answer on coming back');
+  equal(await page.locator('article.human').count(), n, 'questions on coming back');
+  equal((await storedAnswer(home)).answer.message, chunks.join(''), 'the stored answer');
 });
 
 await scenario('renames a chat', async () => {

@@ -229,6 +229,9 @@
   const BARE_URL = /^https?:\/\/[^\s<>"]+/;
   const EMPHASIS = [['**', 'strong'], ['__', 'strong'], ['~~', 'del'], ['*', 'em'], ['_', 'em']];
   const ESCAPABLE = /[\\`*_{}\[\]()#+\-.!<>~|"']/;
+  // How far an inline mark looks for its closing mark: stray marks cannot make a paragraph
+  // quadratic (thousands of unmatched `*a` would otherwise freeze the tab).
+  const LOOK_AHEAD = 2048;
 
   function safeUrl(raw) {
     try {
@@ -247,16 +250,18 @@
 
   /** Where the emphasis opened at `start` with `mark` closes, or -1. */
   function closing(text, start, mark) {
-    let from = start + mark.length + 1;
-    while (from <= text.length) {
-      const j = text.indexOf(mark, from);
-      if (j < 0) return -1;
+    const ahead = text.slice(start, start + LOOK_AHEAD);
+    let from = mark.length + 1;
+    while (from <= ahead.length) {
+      const k = ahead.indexOf(mark, from);
+      if (k < 0) return -1;
+      const j = start + k;
       const doubled = mark.length === 1 && text[j + 1] === mark;
       if (!doubled && !/\s/.test(text[j - 1])
           && !(mark[0] === '_' && /[\p{L}\p{N}]/u.test(text[j + mark.length] || ''))) {
         return j;
       }
-      from = j + (doubled ? 2 : 1);
+      from = k + (doubled ? 2 : 1);
     }
     return -1;
   }
@@ -275,7 +280,7 @@
     outer: while (i < text.length) {
       const c = text[i];
       // What the patterns below look at (a bounded window: a pattern never spans more).
-      const rest = '`[<h'.includes(c) ? text.slice(i, i + 2048) : '';
+      const rest = '`[<h'.includes(c) ? text.slice(i, i + LOOK_AHEAD) : '';
       let m;
       if (c === '\\' && ESCAPABLE.test(text[i + 1] || '')) {
         plain += text[i + 1];
@@ -284,13 +289,13 @@
       }
       if (c === '`') {
         const ticks = /^`+/.exec(rest)[0];
-        const end = text.indexOf(ticks, i + ticks.length);
+        const end = rest.indexOf(ticks, ticks.length); // within the window, relative to i
         if (end > 0) {
-          let code = text.slice(i + ticks.length, end);
+          let code = rest.slice(ticks.length, end);
           if (code.length > 1 && code.startsWith(' ') && code.endsWith(' ')) code = code.slice(1, -1);
           flush();
           parent.append(el('code', {}, code));
-          i = end + ticks.length;
+          i += end + ticks.length;
         } else {
           plain += ticks;
           i += ticks.length;
@@ -485,6 +490,8 @@
     }
 
     remember() {
+      // A finished answer is forgotten for good: writing it back would resume it on every visit.
+      if (this.finished) return;
       store.set(`stream.${this.chatId}`, {
         variant: this.variant,
         messageId: this.messageId,
@@ -602,7 +609,13 @@
           signal: controller.signal,
         });
       } catch (error) {
+        if (state.answer !== this) return; // detached meanwhile: coming back resumes it
         this.fail(`The answer stream failed: network error (${error.message})`);
+        return;
+      }
+      if (state.answer !== this) {
+        // Detached (another chat, signed out) while asking: nobody would close a new stream.
+        controller.abort();
         return;
       }
       if (response.status === 204) {
@@ -619,6 +632,7 @@
         return;
       }
       const text = await response.text().catch(() => '');
+      if (state.answer !== this) return;
       let message = text.slice(0, 200) || response.statusText;
       try {
         message = JSON.parse(text).message || message;
@@ -672,6 +686,9 @@
 
   function setStreaming(streaming) {
     $('send').disabled = streaming;
+    // Each frame replaces the streaming answer: the log stays quiet meanwhile, and the status
+    // region announces the end (see Answer.done).
+    messages.setAttribute('aria-live', streaming ? 'off' : 'polite');
     $('stop').hidden = !streaming || session.kind === 'publishable';
   }
 
@@ -705,9 +722,15 @@
       const ids = store.get('chats') || [];
       const chats = [];
       for (const id of ids) {
-        const chat = await api('GET', `chats/${encodeURIComponent(id)}`).catch(() => null);
+        // A chat that is gone (deleted elsewhere) is left out; any other error (a 401, the
+        // network) is the caller's to show.
+        const chat = await api('GET', `chats/${encodeURIComponent(id)}`).catch((error) => {
+          if (error instanceof ApiError && (error.status === 404 || error.status === 400)) return null;
+          throw error;
+        });
         if (chat) chats.push(chat);
       }
+      if (chats.length !== ids.length) store.set('chats', chats.map((c) => c.id));
       return chats;
     }
     return api('GET', 'chats/?limit=200');
@@ -730,15 +753,21 @@
     else store.remove('chat');
     renderChats();
     messages.replaceChildren();
-    if (!chatId) return;
+    // A load still under way for the chat before is now stale.
     const ticket = ++state.loading;
+    if (!chatId) {
+      messages.removeAttribute('aria-busy');
+      return;
+    }
     // The history is not read out message by message: the log is busy while it fills.
     messages.setAttribute('aria-busy', 'true');
     const list = await attempt('Loading the messages',
       () => api('GET', `conversations/?chat_id=${encodeURIComponent(chatId)}`));
     if (ticket !== state.loading) return;
-    messages.removeAttribute('aria-busy');
-    if (!list) return;
+    if (!list) {
+      messages.removeAttribute('aria-busy');
+      return;
+    }
     const pending = store.get(`stream.${chatId}`);
     let resume = null;
     for (const message of list) {
@@ -749,6 +778,7 @@
       appendMessage(message.role, message.message, message.id);
     }
     messages.scrollTop = messages.scrollHeight;
+    messages.removeAttribute('aria-busy');
     if (pending) resumeAnswer(chatId, pending, resume, list);
   }
 
@@ -804,9 +834,11 @@
     const question = await attempt('Sending the message', () => api('POST', 'conversations/create',
       { chat_id: chatId, role: 'Human', message: text }));
     if (!question) return false;
+    // Remembered before anything else: only the stream request starts the answer, so a person
+    // who left the chat meanwhile gets it started when they come back (see resumeAnswer).
+    store.set(`stream.${chatId}`, { variant, messageId: null, lastEventId: null });
     if (state.chatId !== chatId) return true;
     appendMessage('Human', question.message, question.id);
-    store.set(`stream.${chatId}`, { variant, messageId: null, lastEventId: null });
     startAnswer(chatId, variant, '', null);
     return true;
   }
@@ -996,6 +1028,8 @@
     const deleted = await attempt('Deleting the chat',
       () => api('DELETE', `chats/delete/${encodeURIComponent(chat.id)}`));
     if (!deleted) return;
+    // The chat's answer ends here; detaching it (in selectChat) would remember it again.
+    if (state.answer && state.answer.chatId === chat.id) state.answer.ended();
     store.remove(`stream.${chat.id}`);
     state.chats = state.chats.filter((c) => c.id !== chat.id);
     if (session.kind === 'publishable') store.set('chats', state.chats.map((c) => c.id));
@@ -1003,13 +1037,23 @@
     announce(`Deleted ${chat.name}.`);
   });
 
+  // True while a question is being posted: state.answer is only set once the POST returns, and
+  // requestSubmit() works even while Send is disabled.
+  let sending = false;
+
   $('composer').addEventListener('submit', async (e) => {
     e.preventDefault();
     const input = $('composer-input');
     const text = input.value;
-    if (!text.trim() || state.answer) return;
+    if (!text.trim() || state.answer || sending) return;
+    sending = true;
     $('send').disabled = true;
-    const sent = await send(text, 'plain');
+    let sent = false;
+    try {
+      sent = await send(text, 'plain');
+    } finally {
+      sending = false;
+    }
     if (sent) input.value = '';
     if (!state.answer) $('send').disabled = false;
     input.focus();
@@ -1018,7 +1062,7 @@
   $('composer-input').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
-      $('composer').requestSubmit();
+      if (!e.repeat) $('composer').requestSubmit(); // a held-down Enter sends once
     }
   });
 
