@@ -284,3 +284,41 @@ async fn stop_during_the_answer_works_as_in_the_plain_variant() {
     let stored = app.stored_answer(&chat).await;
     assert_eq!(stored["message"], text_of(&seen));
 }
+
+#[tokio::test]
+async fn two_readers_share_one_search_and_one_answer_and_a_disconnect_loses_nothing() {
+    let app = app_searching("ok").await;
+    let chunks: Vec<String> = (0..40).map(|i| format!("part{i} ")).collect();
+    let full: String = chunks.concat();
+    app.mock.push(Script {
+        chunks,
+        chunk_delay_ms: 20,
+        ..Script::default()
+    });
+    let chat = app
+        .chat_with_question("What is new in the Rust release?")
+        .await;
+    let path = format!("/conversations/inference_internet/{chat}");
+    let (mut first, mut second) = (app.stream(&path, None).await, app.stream(&path, None).await);
+    // The first reader leaves after the sources and one delta; the second reads to the end.
+    let mut seen = 0;
+    while let Some(event) = first.next().await {
+        if event.event == "message" {
+            seen += 1;
+            break;
+        }
+    }
+    assert_eq!(seen, 1);
+    first.disconnect();
+    let events = second.collect().await;
+    assert_eq!(events[0].event, "sources");
+    assert_eq!(text_of(&events), full);
+    assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+    assert_eq!(
+        app.mock.request_count(),
+        1,
+        "one generation for both readers"
+    );
+    let stored = app.stored_answer(&chat).await;
+    assert_eq!(stored["message"], full.as_str());
+}
