@@ -4,18 +4,24 @@
 //! The browser test runs when Chromium (`SLUICE_TEST_CHROMIUM`, else `/usr/bin/chromium`), node
 //! and `tests/browser/node_modules/playwright-core` (`npm ci` in `tests/browser`) are present;
 //! it is skipped with a message otherwise, except in CI, where a skip is a failure.
-//! `SLUICE_PAGE_SCREENSHOT=<path>` saves a screenshot of a Markdown answer (docs/page.png).
+//! `SLUICE_PAGE_SCREENSHOT=<path>` saves a screenshot of an answer with web sources
+//! (docs/page.png).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::routing::get;
+use axum::extract::{Path as Param, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use reqwest::StatusCode;
 use reqwest::header;
 use sluice::startup::Sluice;
 
 use crate::helpers::*;
+use crate::internet::{app_searching_at, fake_web};
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
@@ -239,6 +245,66 @@ fn missing_browser_tools(root: &Path) -> Result<PathBuf, String> {
     Ok(chromium)
 }
 
+/// The search service the browser test's sluice asks: the fake SearXNG of `internet.rs`,
+/// relayed from `fake_web("ok")`, or from `fake_web("error")` after `POST /__mode/error` (and
+/// back with `POST /__mode/ok`). One sluice then serves the scenarios with sources and the one
+/// where the search fails. Returns its base URL.
+async fn switchable_search() -> String {
+    #[derive(Clone)]
+    struct Switch {
+        ok: String,
+        error: String,
+        failing: Arc<AtomicBool>,
+        client: reqwest::Client,
+    }
+
+    async fn search(State(switch): State<Switch>, RawQuery(query): RawQuery) -> Response {
+        let base = if switch.failing.load(Ordering::SeqCst) {
+            &switch.error
+        } else {
+            &switch.ok
+        };
+        let url = format!("{base}/search?{}", query.unwrap_or_default());
+        let Ok(answer) = switch.client.get(url).send().await else {
+            return StatusCode::BAD_GATEWAY.into_response();
+        };
+        let status = answer.status();
+        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+        let body = answer.bytes().await.unwrap_or_default();
+        let mut response = (status, body).into_response();
+        if let Some(content_type) = content_type {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+        }
+        response
+    }
+
+    async fn set_mode(State(switch): State<Switch>, Param(mode): Param<String>) -> StatusCode {
+        match mode.as_str() {
+            "ok" => switch.failing.store(false, Ordering::SeqCst),
+            "error" => switch.failing.store(true, Ordering::SeqCst),
+            _ => return StatusCode::NOT_FOUND,
+        }
+        StatusCode::NO_CONTENT
+    }
+
+    let switch = Switch {
+        ok: fake_web("ok").await,
+        error: fake_web("error").await,
+        failing: Arc::new(AtomicBool::new(false)),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+    };
+    let app = Router::new()
+        .route("/search", get(search))
+        .route("/__mode/{mode}", post(set_mode))
+        .with_state(switch);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    base
+}
+
 #[tokio::test]
 async fn the_chat_page_works_in_a_real_browser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -253,7 +319,9 @@ async fn the_chat_page_works_in_a_real_browser() {
             return;
         }
     };
-    let app = spawn_app().await;
+    // Web search through the fake SearXNG (pages on loopback allowed), for the internet toggle.
+    let search = switchable_search().await;
+    let app = app_searching_at(search.clone()).await;
     let started = Instant::now();
 
     let mut command = tokio::process::Command::new("node");
@@ -263,6 +331,7 @@ async fn the_chat_page_works_in_a_real_browser() {
         .env("BASE_URL", app.url("/"))
         .env("KEY", &app.key)
         .env("MOCK_URL", format!("http://{}", app.mock.addr()))
+        .env("SEARCH_URL", &search)
         .env("CHROMIUM", &chromium)
         .kill_on_drop(true);
     if let Ok(path) = std::env::var("SLUICE_PAGE_SCREENSHOT") {

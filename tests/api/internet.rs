@@ -53,7 +53,7 @@ async fn searxng(State(fake): State<Fake>) -> axum::response::Response {
 }
 
 /// Starts the fake search service and the pages it names, on one port.
-async fn fake_web(mode: &'static str) -> String {
+pub(crate) async fn fake_web(mode: &'static str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
@@ -70,8 +70,12 @@ async fn fake_web(mode: &'static str) -> String {
 }
 
 /// A sluice whose search backend is the fake SearXNG; pages on loopback are allowed.
-async fn app_searching(mode: &'static str) -> TestApp {
-    let base = fake_web(mode).await;
+pub(crate) async fn app_searching(mode: &'static str) -> TestApp {
+    app_searching_at(fake_web(mode).await).await
+}
+
+/// A sluice whose search backend is the SearXNG at `base`; pages on loopback are allowed.
+pub(crate) async fn app_searching_at(base: String) -> TestApp {
     spawn_app_with(move |s| {
         s.search = SearchSettings {
             provider: Provider::Searxng {

@@ -3,8 +3,10 @@
 // Run by tests/api/browser.rs, which starts both and passes:
 //   BASE_URL   the page's URL, ending with `/`      KEY        a secret key of the workspace
 //   MOCK_URL   the mock upstream's base URL (its control API is /__mock/script)
+//   SEARCH_URL the fake web search sluice asks (POST /__mode/error makes it fail, /__mode/ok
+//              mends it)
 //   CHROMIUM   the browser binary (default /usr/bin/chromium)
-//   SCREENSHOT optional: where to save a screenshot of a Markdown answer (docs/page.png)
+//   SCREENSHOT optional: where to save a screenshot of an answer with web sources (docs/page.png)
 // Exits 0 when every scenario passed; prints one line per scenario.
 //
 // The browser reaches sluice through a small TCP relay, so that a scenario can cut its
@@ -15,12 +17,13 @@ import { chromium } from 'playwright-core';
 const BASE = process.env.BASE_URL;
 const KEY = process.env.KEY;
 const MOCK = process.env.MOCK_URL;
+const SEARCH = process.env.SEARCH_URL;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = process.env.SCREENSHOT || '';
 const WAIT = 15_000;
 
-if (!BASE || !BASE.endsWith('/') || !KEY || !MOCK) {
-  console.error('BASE_URL (ending with /), KEY and MOCK_URL are required');
+if (!BASE || !BASE.endsWith('/') || !KEY || !MOCK || !SEARCH) {
+  console.error('BASE_URL (ending with /), KEY, MOCK_URL and SEARCH_URL are required');
   process.exit(2);
 }
 
@@ -474,15 +477,6 @@ await scenario('renders Markdown safely: structure as elements, HTML as text', a
   check(scripts.length === 1 && scripts[0].endsWith('/assets/app.js'),
     `the page has other scripts than app.js: ${scripts}`);
   equal(await page.locator('img').count(), 0, 'img elements on the page');
-  if (SCREENSHOT) {
-    await page.evaluate(() => {
-      document.activeElement.blur();
-      const m = document.getElementById('messages');
-      m.scrollTop = m.scrollHeight;
-    });
-    await page.screenshot({ path: SCREENSHOT });
-    console.log(`     screenshot saved to ${SCREENSHOT}`);
-  }
 });
 
 await scenario('starts the answer on coming back to a chat left while its question was sent', async () => {
@@ -522,6 +516,179 @@ await scenario('starts the answer on coming back to a chat left while its questi
   equal(await answer.locator('.body').textContent(), chunks.join(''), 'the answer on coming back');
   equal(await page.locator('article.human').count(), n, 'questions on coming back');
   equal((await storedAnswer(home)).answer.message, chunks.join(''), 'the stored answer');
+});
+
+// ---------------------------------------------------------------------------------------------
+// The "Search the web" toggle: the internet variant, against the fake SearXNG.
+
+/** Switches the fake search service between answering and failing. */
+async function searchMode(mode) {
+  const response = await fetch(`${SEARCH}/__mode/${mode}`, { method: 'POST' });
+  equal(response.status, 204, `switching the fake search to ${mode}`);
+}
+
+const toggle = () => page.getByRole('checkbox', { name: 'Search the web' });
+
+/** What the newest answer shows of its web search. */
+const shownSearch = () => page.evaluate(() => {
+  const answers = document.querySelectorAll('article.assistant');
+  const answer = answers[answers.length - 1];
+  return {
+    status: answer.dataset.status || null,
+    items: [...answer.querySelectorAll('.sources li')].map((li) => ({
+      value: li.value,
+      links: [...li.querySelectorAll('a')].map((a) => ({
+        href: a.getAttribute('href'), text: a.textContent, target: a.target, rel: a.rel,
+      })),
+    })),
+    cites: [...answer.querySelectorAll('.body a.cite')].map((a) => ({
+      href: a.getAttribute('href'), text: a.textContent, target: a.target, rel: a.rel,
+      label: a.getAttribute('aria-label'),
+    })),
+    note: answer.querySelector('.note')?.textContent ?? null,
+    text: answer.querySelector('.body').textContent,
+  };
+});
+
+const CITED = ['Rust 1.95 stabilises several long awaited ', 'language features [1] ',
+  'and speeds up incremental ', 'compilation for large ', 'workspaces [1, 2]. ',
+  'Cargo reports clearer errors ', 'when a workspace mixes ', 'editions [2]. ',
+  'Older releases [9] are not covered here, ', 'and `v[1]` in code is indexing.'];
+
+await scenario('has a labelled "Search the web" toggle, remembered in the tab', async () => {
+  await page.click('#new-chat');
+  await page.waitForSelector('#name-dialog[open]');
+  await page.fill('#name-input', 'Web search');
+  await page.press('#name-input', 'Enter');
+  await page.waitForSelector('#chats button[aria-current="true"]:has-text("Web search")');
+  chatId = await currentChatId();
+  equal(await toggle().count(), 1, 'checkboxes named "Search the web"');
+  equal(await toggle().isChecked(), false, 'the toggle at first');
+  await toggle().check();
+  await page.reload();
+  await page.waitForSelector('#app', { state: 'visible' });
+  await page.waitForSelector(`#chats button[aria-current="true"][data-chat-id="${chatId}"]`);
+  equal(await toggle().isChecked(), true, 'the toggle after a reload');
+  equal(await page.evaluate(() => sessionStorage.getItem('sluice.internet')), 'true',
+    'the toggle remembered in sessionStorage');
+});
+
+let webAnswer = null;
+
+await scenario('with the toggle on, lists the web sources as the answer streams, and marks citations', async () => {
+  await script({ chunks: CITED, chunk_delay_ms: 120 });
+  const from = requested.length;
+  await ask('What is new in the Rust release?');
+  // The sources come first: the list is there while the answer is still streaming.
+  await page.waitForSelector('article.assistant:last-of-type .sources li a');
+  const early = await shownSearch();
+  equal(early.status, null, 'the answer status when the sources appeared (still streaming)');
+  check(early.text.length < CITED.join('').length,
+    `the whole answer had arrived when the sources appeared: ${early.text}`);
+  const streams = requested.slice(from).filter((u) => u.includes('conversations/inference'));
+  check(streams.length === 1 && streams[0].includes('conversations/inference_internet/'),
+    `the question was not streamed through the internet variant: ${streams.join(', ')}`);
+  await waitForDone(1);
+  const shown = await shownSearch();
+  equal(shown.status, 'complete', 'the done status');
+  equal(shown.text, CITED.join('').replaceAll('`', ''), 'the answer on the page (markers keep their text)');
+  const stored = await storedAnswer(chatId);
+  equal(stored.answer.message, CITED.join(''), 'the stored answer');
+  check(shown.items.length >= 2, `the page lists ${shown.items.length} source(s), expected at least 2`);
+  shown.items.forEach((item, i) => {
+    equal(item.value, i + 1, `the number of source ${i + 1}`);
+    equal(item.links.length, 1, `links in source ${i + 1}`);
+    const [source] = item.links;
+    check(source.href.startsWith('http://127.0.0.1:'), `source ${i + 1} links to ${source.href}`);
+    check(source.text.trim(), `source ${i + 1} has no title`);
+    equal(source.target, '_blank', `source ${i + 1} link target`);
+    equal(source.rel, 'noopener noreferrer', `source ${i + 1} link rel`);
+  });
+  // [1], [1, 2] and [2] resolve: four links; [9] names no source and v[1] is code.
+  equal(JSON.stringify(shown.cites.map((c) => c.text)), JSON.stringify(['1', '1', '2', '2']),
+    'the citation links');
+  for (const cite of shown.cites) {
+    equal(cite.href, shown.items[Number(cite.text) - 1].links[0].href, `citation [${cite.text}] href`);
+    equal(cite.target, '_blank', 'a citation link target');
+    equal(cite.rel, 'noopener noreferrer', 'a citation link rel');
+    check(cite.label.startsWith(`Source ${cite.text}: `), `citation label: ${cite.label}`);
+  }
+  equal(await lastAnswer().locator('.body code').textContent(), 'v[1]', 'the code span');
+  equal(shown.note, null, 'a search notice after a good search');
+  check(await page.isHidden('#notice'), 'an error notice is shown after a good search');
+  webAnswer = shown;
+  if (SCREENSHOT) {
+    await page.evaluate(() => {
+      document.activeElement.blur();
+      const m = document.getElementById('messages');
+      m.scrollTop = m.scrollHeight;
+    });
+    await page.screenshot({ path: SCREENSHOT });
+    console.log(`     screenshot saved to ${SCREENSHOT}`);
+  }
+});
+
+await scenario('shows the sources of a web answer again after a reload (kept in the tab)', async () => {
+  check(webAnswer, 'no web answer to reload');
+  await page.reload();
+  await page.waitForSelector('#app', { state: 'visible' });
+  await page.waitForFunction(() => {
+    const log = document.getElementById('messages');
+    return log.querySelector('article.assistant') && !log.hasAttribute('aria-busy');
+  });
+  const shown = await shownSearch();
+  equal(shown.text, webAnswer.text, 'the answer after the reload');
+  equal(JSON.stringify(shown.items), JSON.stringify(webAnswer.items), 'the sources after the reload');
+  equal(JSON.stringify(shown.cites), JSON.stringify(webAnswer.cites), 'the citations after the reload');
+});
+
+await scenario('resumes a web answer after a reload on the internet path, its sources kept', async () => {
+  const chunks = ['Cited [1]. ', ...words(50, 'i')];
+  const full = chunks.join('');
+  await script({ chunks, chunk_delay_ms: 40 });
+  const n = (await answerCount()) + 1;
+  await ask('Tell me more about the release.');
+  await waitForText(n, 60);
+  const sources = (await shownSearch()).items;
+  check(sources.length > 0, 'no sources before the reload');
+  const before = requested.length;
+  await page.reload();
+  await page.waitForSelector('#app', { state: 'visible' });
+  const answer = await waitForDone(n);
+  const streams = requested.slice(before).filter((u) => u.includes('conversations/inference'));
+  check(streams.length > 0 && streams.every((u) => u.includes('conversations/inference_internet/')),
+    `after the reload the answer was not resumed on the internet path: ${streams.join(', ')}`);
+  check(/[?&]last_event_id=[^&]+%3A\d+/.test(streams[0]),
+    `after the reload the stream was not resumed with last_event_id: ${streams[0]}`);
+  equal(await answer.locator('.body').textContent(), full, 'the answer on the page after the reload');
+  equal((await storedAnswer(chatId)).answer.message, full, 'the stored answer');
+  const shown = await shownSearch();
+  equal(JSON.stringify(shown.items), JSON.stringify(sources), 'the sources after the resume');
+  equal(shown.cites.length, 1, 'citation links after the resume');
+});
+
+await scenario('says so when the web search fails, and the answer still completes', async () => {
+  await searchMode('error');
+  try {
+    const chunks = words(12, 'f');
+    await script({ chunks, chunk_delay_ms: 20 });
+    const n = (await answerCount()) + 1;
+    await ask('And if the search fails?');
+    await waitForDone(n);
+    const shown = await shownSearch();
+    equal(shown.status, 'complete', 'the done status after a failed search');
+    equal(shown.text, chunks.join(''), 'the answer after a failed search');
+    check(shown.note && /search/i.test(shown.note) && /without sources/i.test(shown.note),
+      `the answer does not say that the search failed: ${shown.note}`);
+    equal(shown.items.length, 0, 'sources listed after a failed search');
+    check(await page.isHidden('#notice'), 'a failed search was shown as a fatal error');
+    equal(await lastAnswer().locator('.meta').isVisible(), false, 'the answer meta after a failed search');
+  } finally {
+    await searchMode('ok');
+  }
+  await toggle().uncheck();
+  equal(await page.evaluate(() => sessionStorage.getItem('sluice.internet')), 'false',
+    'the toggle remembered off');
 });
 
 await scenario('renames a chat', async () => {

@@ -421,28 +421,163 @@
     const article = el('article', { className: `msg ${human ? 'human' : 'assistant'}` },
       el('p', { className: 'who' }, human ? 'You' : 'Assistant'), body, meta);
     if (id) article.dataset.messageId = id;
+    // The web sources of an answer by index, once known: `[n]` markers link to them.
+    let cited = null;
     return {
       article,
       body,
       setText(text) {
-        if (human) body.textContent = text;
-        else body.replaceChildren(renderMarkdown(text));
+        if (human) {
+          body.textContent = text;
+          return;
+        }
+        body.replaceChildren(renderMarkdown(text));
+        if (cited) markCitations(body, cited);
       },
       setMeta(text, bad) {
         meta.textContent = text;
         meta.hidden = !text;
         meta.classList.toggle('bad', Boolean(bad));
       },
+      /** The numbered sources above the answer (none: no list). Takes `readSources` output. */
       setSources(sources) {
-        const list = el('ol', { className: 'sources', ariaLabel: 'Sources' });
-        for (const s of Array.isArray(sources) ? sources : []) {
-          const href = safeUrl(String(s.url || ''));
-          const title = String(s.title || s.url || '');
-          list.append(el('li', {}, href ? el('a', { href, rel: 'noopener noreferrer', target: '_blank' }, title) : title));
+        const old = article.querySelector(':scope > .sources');
+        if (old) old.remove();
+        cited = sources.length ? new Map(sources.map((s) => [s.index, s])) : null;
+        if (!cited) return;
+        const list = el('ol', { className: 'sources' });
+        for (const s of sources) {
+          const item = el('li', { value: s.index });
+          if (s.url) {
+            item.append(el('a', { href: s.url, rel: 'noopener noreferrer', target: '_blank' }, s.title));
+            const host = hostOf(s.url);
+            if (host && host !== s.title) item.append(' ', el('span', { className: 'host' }, host));
+          } else {
+            item.append(s.title);
+          }
+          list.append(item);
         }
-        article.insertBefore(list, body);
+        const block = el('div', { className: 'sources' },
+          el('p', { className: 'sources-title' }, 'Sources'), list);
+        article.insertBefore(block, article.querySelector(':scope > .note') || body);
+        markCitations(body, cited);
+      },
+      /** A notice that does not end the answer (the web search could not help). */
+      setNote(text) {
+        let note = article.querySelector(':scope > .note');
+        if (!text) {
+          if (note) note.remove();
+          return;
+        }
+        if (!note) {
+          note = el('p', { className: 'note' });
+          article.insertBefore(note, body);
+        }
+        note.textContent = text;
       },
     };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Web sources and citation markers. The server's sources are data: titles and URLs become
+  // text and checked hrefs, markers are found in text nodes only (never in HTML).
+
+  /** `[{index, title, url}]` from a `sources` event: indexes as sent, only safe URLs kept. */
+  function readSources(raw) {
+    if (!Array.isArray(raw)) return [];
+    const out = [];
+    raw.forEach((s, i) => {
+      if (!s || typeof s !== 'object') return;
+      const index = Number.isInteger(s.index) && s.index > 0 ? s.index : i + 1;
+      const safe = safeUrl(String(s.url || ''));
+      const url = safe && /^https?:/.test(safe) ? safe : null; // a source is a web page
+      const title = String(s.title || s.url || `Source ${index}`).slice(0, 300);
+      out.push({ index, title, url });
+    });
+    return out;
+  }
+
+  function hostOf(url) {
+    try {
+      return new URL(url).host;
+    } catch {
+      return '';
+    }
+  }
+
+  // `[1]`, `[1, 2]`: the markers the server counts as citations (see src/search/citations.rs).
+  const CITATION = /\[(\d{1,3}(?:[ \t]*,[ \t]*\d{1,3})*)\]/g;
+
+  /** Turns the numbers of `[n]` markers that name a source into links to it. */
+  function markCitations(root, cited) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT, {
+      // Code is not prose, and a link cannot hold a link (nor be marked twice).
+      acceptNode: (node) => (node.parentElement.closest('a, code, pre')
+        ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT),
+    });
+    const nodes = [];
+    while (walker.nextNode()) {
+      if (walker.currentNode.data.includes('[')) nodes.push(walker.currentNode);
+    }
+    for (const node of nodes) {
+      const text = node.data;
+      const parts = [];
+      let at = 0;
+      for (const m of text.matchAll(CITATION)) {
+        const pieces = m[1].split(/([ \t]*,[ \t]*)/);
+        if (!pieces.some((p, i) => i % 2 === 0 && cited.get(Number(p))?.url)) continue;
+        parts.push(text.slice(at, m.index), '[');
+        pieces.forEach((piece, i) => {
+          const source = i % 2 === 0 ? cited.get(Number(piece)) : null;
+          parts.push(source && source.url ? citationLink(source, piece) : piece);
+        });
+        parts.push(']');
+        at = m.index + m[0].length;
+      }
+      if (!at) continue;
+      parts.push(text.slice(at));
+      node.replaceWith(...parts.filter((p) => p !== ''));
+    }
+  }
+
+  function citationLink(source, label) {
+    const a = el('a', {
+      className: 'cite', href: source.url, rel: 'noopener noreferrer', target: '_blank',
+      title: source.title,
+    }, label);
+    a.setAttribute('aria-label', `Source ${label}: ${source.title}`);
+    return a;
+  }
+
+  // What the page learnt about an answer's web search (its sources, a notice), kept in this tab
+  // by message id: a resumed stream does not send the sources again, and the conversation list
+  // does not hold them. The newest answers only.
+  const SEARCHES_KEPT = 50;
+
+  /** The kept searches, by message id, oldest first. */
+  function keptSearches() {
+    const kept = store.get('searches');
+    return new Map(Array.isArray(kept) ? kept.filter((e) => Array.isArray(e) && e.length === 2) : []);
+  }
+
+  function rememberSearch(messageId, search) {
+    if (!messageId || !search) return;
+    const kept = keptSearches();
+    kept.delete(messageId);
+    kept.set(messageId, search);
+    store.set('searches', [...kept].slice(-SEARCHES_KEPT));
+  }
+
+  function recalledSearch(messageId, kept = keptSearches()) {
+    const search = kept.get(messageId);
+    if (!search || typeof search !== 'object') return null;
+    return { sources: readSources(search.sources), note: typeof search.note === 'string' ? search.note : null };
+  }
+
+  function showSearch(view, search) {
+    if (!search) return;
+    view.setSources(search.sources);
+    view.setNote(search.note);
   }
 
   function appendMessage(role, text, id) {
@@ -464,6 +599,15 @@
     plain: 'conversations/inference/',
     internet: 'conversations/inference_internet/',
   };
+  // Errors that do not end the answer: it streams on, without sources.
+  const SEARCH_NOTICES = {
+    search_failed: 'The web search failed; answering without sources.',
+    search_disabled: 'Web search is turned off on this server; answering without sources.',
+  };
+  const sentence = (text) => {
+    const t = text.trim().slice(0, 400);
+    return t.charAt(0).toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? '' : '.');
+  };
   const DONE_LABELS = {
     cancelled: 'Stopped: the answer was cancelled.',
     incomplete: 'The answer is incomplete.',
@@ -482,6 +626,8 @@
       this.restarts = 0;
       this.source = null;
       this.finished = false;
+      // The web search's sources and notice, once the internet variant sent them.
+      this.search = null;
     }
 
     url() {
@@ -545,11 +691,16 @@
 
     sources(e) {
       this.track(e.lastEventId);
+      let raw = [];
       try {
-        this.view.setSources(JSON.parse(e.data));
+        raw = JSON.parse(e.data);
       } catch {
         // A malformed sources event only loses the list.
       }
+      // A replay from the start sends the sources again: the list is replaced, not repeated.
+      this.search = { sources: readSources(raw), note: null };
+      showSearch(this.view, this.search);
+      rememberSearch(this.messageId, this.search);
     }
 
     serverError(e) {
@@ -559,6 +710,18 @@
         detail = JSON.parse(e.data) || {};
       } catch {
         detail = { message: e.data };
+      }
+      const notice = SEARCH_NOTICES[detail.code];
+      if (notice) {
+        // The web search could not help: the answer goes on without sources.
+        const message = typeof detail.message === 'string' && detail.message.trim()
+          ? sentence(detail.message)
+          : notice;
+        this.search = { sources: this.search ? this.search.sources : [], note: message };
+        this.view.setNote(message);
+        rememberSearch(this.messageId, this.search);
+        announce(message);
+        return;
       }
       showError(`The answer failed: ${detail.message || 'unknown error'}${detail.code ? ` (${detail.code})` : ''}`);
     }
@@ -769,13 +932,15 @@
       return;
     }
     const pending = store.get(`stream.${chatId}`);
+    const searches = keptSearches();
     let resume = null;
     for (const message of list) {
       if (pending && message.role === 'Assistant' && message.id === pending.messageId) {
         resume = message;
         continue;
       }
-      appendMessage(message.role, message.message, message.id);
+      const view = appendMessage(message.role, message.message, message.id);
+      if (message.role === 'Assistant') showSearch(view, recalledSearch(message.id, searches));
     }
     messages.scrollTop = messages.scrollHeight;
     messages.removeAttribute('aria-busy');
@@ -817,7 +982,12 @@
   function startAnswer(chatId, variant, text, lastEventId) {
     const view = appendMessage('Assistant', text, null);
     const answer = new Answer(chatId, variant, view, text, lastEventId);
-    if (answer.messageId) view.article.dataset.messageId = answer.messageId;
+    if (answer.messageId) {
+      view.article.dataset.messageId = answer.messageId;
+      // A resumed stream does not send the sources again: show the ones this tab kept.
+      answer.search = recalledSearch(answer.messageId);
+      showSearch(view, answer.search);
+    }
     state.answer = answer;
     setStreaming(true);
     answer.open();
@@ -932,6 +1102,7 @@
     }
     messages.replaceChildren();
     setStreaming(false);
+    $('internet').checked = false; // forgotten with the rest of the tab's memory
     $('app').hidden = true;
     $('signin').hidden = false;
     if (message) showError(message);
@@ -1050,7 +1221,7 @@
     $('send').disabled = true;
     let sent = false;
     try {
-      sent = await send(text, 'plain');
+      sent = await send(text, $('internet').checked ? 'internet' : 'plain');
     } finally {
       sending = false;
     }
@@ -1058,6 +1229,10 @@
     if (!state.answer) $('send').disabled = false;
     input.focus();
   });
+
+  // The "Search the web" toggle is remembered in this tab; it picks the next question's stream.
+  $('internet').checked = store.get('internet') === true;
+  $('internet').addEventListener('change', () => store.set('internet', $('internet').checked));
 
   $('composer-input').addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
