@@ -83,6 +83,8 @@ pub struct Live {
     pub question_id: Uuid,
     /// Whether the text is checkpointed to a message row.
     pub persisted: bool,
+    /// Whether that row exists yet: it is inserted while the upstream call starts.
+    row_ready: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     version: watch::Sender<u64>,
     cancel: CancellationToken,
@@ -95,6 +97,7 @@ impl Live {
             chat_id,
             question_id,
             persisted: true,
+            row_ready: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State::default()),
             version: watch::Sender::new(0),
             cancel: CancellationToken::new(),
@@ -242,7 +245,16 @@ impl Live {
     }
 
     /// The text to checkpoint, if it grew since the last one.
+    /// Checkpoints may write the answer's row from now on.
+    pub(crate) fn set_row_ready(&self) {
+        self.row_ready
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     pub(crate) fn checkpoint_due(&self) -> Option<(usize, String)> {
+        if !self.row_ready.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         let st = self.lock();
         (self.persisted && st.finished.is_none() && st.text.len() > st.checkpointed)
             .then(|| (st.text.len(), st.text.clone()))

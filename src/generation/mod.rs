@@ -22,7 +22,7 @@ pub use live::{CancelReason, Finished, GenEvent, Live, ResumeError, StartAt, Sub
 use crate::domain::{PromptMessage, Role, StreamFailure};
 use crate::error::{Error, Result};
 use crate::providers::{ChatRequest, Providers, Resolved};
-use crate::store::{NewGeneration, Store, is_unique_violation};
+use crate::store::{NewGeneration, Store};
 
 /// Limits the hub applies to every generation.
 #[derive(Clone, Copy, Debug)]
@@ -109,7 +109,6 @@ impl Hub {
             }
         }
         // Starting is serialised so that two readers arriving together cause one upstream call.
-        // A start that raced ours and already finished is caught by the unique `reply_to`.
         let _guard = self.start_lock.lock().await;
         if let Some(live) = self.running().get(&question.id) {
             return Ok(live.clone());
@@ -117,6 +116,11 @@ impl Hub {
         if let Some(orphan) = saved {
             // Left `streaming` by another process: replay what it saved.
             return Ok(orphan);
+        }
+        // A generation started by a reader that held the lock before us may have finished (and
+        // left the registry) since we looked: its row is saved by then. One read settles it.
+        if let Some(answered) = self.saved_answer(question.id).await? {
+            return Ok(answered);
         }
         if self.closing.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -174,26 +178,31 @@ impl Hub {
                 },
             );
         }
+        // The answer's rows are inserted while the upstream call starts, not before it: the
+        // first token does not wait for the database. The id is chosen here so that readers
+        // get their event ids at once; the task waits for the rows before saving the answer.
+        let message_id = Uuid::now_v7();
+        let live = Arc::new(Live::new(message_id, chat.id, question.id));
+        self.running().insert(question.id, live.clone());
         let new = NewGeneration {
+            message_id,
             workspace_id,
             chat_id: chat.id,
             reply_to: question.id,
             provider: resolved.provider.name().to_owned(),
             model: resolved.model.clone(),
         };
-        let (row, generation) = match self.store.start_generation(&new).await {
-            Ok(rows) => rows,
-            // Another replica started it between our check and our insert: read theirs.
-            Err(e) if is_unique_violation(&e) => {
-                return self
-                    .saved_answer(question.id)
-                    .await?
-                    .ok_or(Error::Internal("answer vanished after a conflict".into()));
+        let rows = tokio::spawn({
+            let store = self.store.clone();
+            let live = live.clone();
+            async move {
+                let rows = store.start_generation(&new).await;
+                if rows.is_ok() {
+                    live.set_row_ready();
+                }
+                rows
             }
-            Err(e) => return Err(e.into()),
-        };
-        let live = Arc::new(Live::new(row.id, chat.id, question.id));
-        self.running().insert(question.id, live.clone());
+        });
         let request = ChatRequest::from_prompt(
             resolved.model.clone(),
             &messages,
@@ -201,10 +210,7 @@ impl Hub {
             chat.top_p,
             chat.max_tokens.and_then(|t| u32::try_from(t).ok()),
         );
-        let persist = task::Persist::Answer {
-            row: Box::new(row),
-            generation_id: generation.id,
-        };
+        let persist = task::Persist::Answer { rows };
         let search = (variant == Variant::Internet).then(|| task::SearchStep {
             pipeline: self.search.clone(),
             query: question.content.clone(),

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use entity::message;
+use entity::{generation, message};
 use futures::StreamExt;
+use sea_orm::DbErr;
 use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
@@ -16,10 +17,10 @@ use crate::telemetry::names;
 
 /// What a finished generation writes.
 pub(super) enum Persist {
-    /// The answer row and its generation (the conversation dialects).
+    /// The answer row and its generation (the conversation dialects), being inserted while
+    /// the upstream call starts.
     Answer {
-        row: Box<message::Model>,
-        generation_id: Uuid,
+        rows: tokio::task::JoinHandle<Result<(message::Model, generation::Model), DbErr>>,
     },
     /// A usage record only (the `/v1` dialect, which stores no text).
     UsageOnly,
@@ -138,13 +139,19 @@ pub(super) async fn run(mut job: Job) {
     let provider = answered_by.provider.name().to_owned();
     let model = answered_by.model.clone();
     let bytes = text.len();
-    let saved = match &job.persist {
-        Persist::Answer { row, generation_id } => {
+    let persist = std::mem::replace(&mut job.persist, Persist::UsageOnly);
+    let saved = match persist {
+        Persist::Answer { rows } => {
+            let (row, generation) = match rows.await {
+                Ok(Ok(rows)) => rows,
+                Ok(Err(e)) => return unsaved(job, &e.to_string(), citations).await,
+                Err(e) => return unsaved(job, &e.to_string(), citations).await,
+            };
             let record = FinishRecord {
                 workspace_id: job.workspace_id,
                 chat_id: row.chat_id,
                 message_id: row.id,
-                generation_id: *generation_id,
+                generation_id: generation.id,
                 content: text,
                 status,
                 finish_reason: finish_reason.clone(),
@@ -155,7 +162,7 @@ pub(super) async fn run(mut job: Job) {
                 error: failure,
                 sources: sources.map(|s| (*s).clone()),
             };
-            Some(save(&job, row, &record).await)
+            Some(save(&job, &row, &record).await)
         }
         Persist::UsageOnly => {
             record_usage(&job, &provider, &model, usage, cost_micros).await;
@@ -180,6 +187,27 @@ pub(super) async fn run(mut job: Job) {
         .increment(u64::from(usage.completion_tokens));
     metrics::counter!(names::GENERATIONS, "status" => status.as_str()).increment(1);
     running.decrement(1.0);
+    job.hub.forget(job.live.question_id);
+}
+
+/// Ends a generation whose rows could not be inserted: its readers learn that nothing was
+/// saved, rather than a `done` that claims a saved answer.
+async fn unsaved(job: Job, error: &str, citations: Option<Vec<crate::search::Citation>>) {
+    tracing::error!(message_id = %job.live.message_id, error, "the answer's row could not be created");
+    job.live.fail(StreamFailure::new(
+        "internal_error",
+        "the answer could not be saved; ask again",
+    ));
+    let (text, _, _) = job.live.snapshot();
+    job.live.finish(Finished {
+        citations,
+        message: None,
+        status: MessageStatus::Failed,
+        finish_reason: None,
+        usage: Usage::new(job.prompt_estimate, Usage::estimate_tokens(&text), true),
+    });
+    metrics::counter!(names::GENERATIONS, "status" => MessageStatus::Failed.as_str()).increment(1);
+    metrics::gauge!(names::GENERATIONS_RUNNING).decrement(1.0);
     job.hub.forget(job.live.question_id);
 }
 

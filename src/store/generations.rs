@@ -12,6 +12,8 @@ use crate::domain::{MessageStatus, Role, Usage};
 
 /// What starting a generation records.
 pub struct NewGeneration {
+    /// The answer's message id, chosen before the row exists (readers see it at once).
+    pub message_id: Uuid,
     pub workspace_id: Uuid,
     pub chat_id: Uuid,
     pub reply_to: Uuid,
@@ -86,6 +88,7 @@ impl Store {
             MessageStatus::Streaming,
             at,
         );
+        msg.id = Set(new.message_id);
         msg.reply_to = Set(Some(new.reply_to));
         msg.provider = Set(Some(new.provider.clone()));
         msg.model = Set(Some(new.model.clone()));
