@@ -47,6 +47,9 @@ pub struct Hub {
     search: Arc<crate::search::Pipeline>,
     config: HubConfig,
     running: Mutex<HashMap<Uuid, Arc<Live>>>,
+    /// Counts generations that left the registry, so a start can tell whether one finished
+    /// while it was looking at the database.
+    forgotten: std::sync::atomic::AtomicU64,
     start_lock: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
     closing: CancellationToken,
@@ -65,6 +68,7 @@ impl Hub {
             search,
             config,
             running: Mutex::new(HashMap::new()),
+            forgotten: std::sync::atomic::AtomicU64::new(0),
             start_lock: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
@@ -97,6 +101,7 @@ impl Hub {
         if let Some(live) = self.running().get(&question.id) {
             return Ok(live.clone());
         }
+        let forgotten = self.forgotten.load(std::sync::atomic::Ordering::Acquire);
         // A saved answer still marked `streaming` may be one whose task is registering right
         // now: only the locked path below may conclude it is not running here.
         let saved = self.saved_answer(question.id).await?;
@@ -118,8 +123,10 @@ impl Hub {
             return Ok(orphan);
         }
         // A generation started by a reader that held the lock before us may have finished (and
-        // left the registry) since we looked: its row is saved by then. One read settles it.
-        if let Some(answered) = self.saved_answer(question.id).await? {
+        // left the registry, its row saved) since we looked. Only then is a second read needed.
+        if self.forgotten.load(std::sync::atomic::Ordering::Acquire) != forgotten
+            && let Some(answered) = self.saved_answer(question.id).await?
+        {
             return Ok(answered);
         }
         if self.closing.is_cancelled() {
@@ -279,6 +286,8 @@ impl Hub {
     /// Removes a finished generation from the registry.
     fn forget(&self, question_id: Uuid) {
         self.running().remove(&question_id);
+        self.forgotten
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Cancels every running generation of a chat and returns them.
