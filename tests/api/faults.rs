@@ -343,3 +343,32 @@ async fn the_openai_api_falls_back_too() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "rescued");
 }
+
+#[tokio::test]
+async fn an_answer_whose_row_cannot_be_created_ends_failed_and_never_claims_to_be_saved() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app().await;
+    let chat = app.chat_with_question("q").await;
+    // The answer's rows are inserted while the upstream call starts; make that insert fail.
+    let drop = if std::env::var("SLUICE_TEST_POSTGRES_URL").is_ok_and(|v| !v.is_empty()) {
+        "DROP TABLE generations CASCADE"
+    } else {
+        "DROP TABLE generations"
+    };
+    app.services
+        .store
+        .connection()
+        .execute_unprepared(drop)
+        .await
+        .unwrap();
+    app.mock.push(Script::text(&["lost ", "words"]));
+    let events = app
+        .stream(&format!("/conversations/inference/{chat}"), None)
+        .await
+        .collect()
+        .await;
+    assert_eq!(error_code(&events).as_deref(), Some("internal_error"));
+    let done = named(&events, "done").unwrap();
+    assert_eq!(done["status"], "failed");
+    assert!(done["conversation"].is_null(), "{done}");
+}
