@@ -6,6 +6,7 @@
 //! the database through the same subscription code.
 
 mod live;
+mod starts;
 mod task;
 
 use std::collections::HashMap;
@@ -45,6 +46,7 @@ pub struct Hub {
     store: Store,
     providers: Arc<Providers>,
     search: Arc<crate::search::Pipeline>,
+    starts: starts::Starts,
     config: HubConfig,
     running: Mutex<HashMap<Uuid, Arc<Live>>>,
     /// Counts generations that left the registry, so a start can tell whether one finished
@@ -63,6 +65,7 @@ impl Hub {
         config: HubConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
+            starts: starts::Starts::spawn(store.clone()),
             store,
             providers,
             search,
@@ -199,17 +202,7 @@ impl Hub {
             provider: resolved.provider.name().to_owned(),
             model: resolved.model.clone(),
         };
-        let rows = tokio::spawn({
-            let store = self.store.clone();
-            let live = live.clone();
-            async move {
-                let rows = store.start_generation(&new).await;
-                if rows.is_ok() {
-                    live.set_row_ready();
-                }
-                rows
-            }
-        });
+        let rows = self.starts.insert(new, live.clone());
         let request = ChatRequest::from_prompt(
             resolved.model.clone(),
             &messages,

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use entity::{generation, message};
+use entity::message;
 use futures::StreamExt;
-use sea_orm::DbErr;
 use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
@@ -20,7 +19,7 @@ pub(super) enum Persist {
     /// The answer row and its generation (the conversation dialects), being inserted while
     /// the upstream call starts.
     Answer {
-        rows: tokio::task::JoinHandle<Result<(message::Model, generation::Model), DbErr>>,
+        rows: tokio::sync::oneshot::Receiver<super::starts::Rows>,
     },
     /// A usage record only (the `/v1` dialect, which stores no text).
     UsageOnly,

@@ -71,14 +71,38 @@ fn usage_row(
 }
 
 impl Store {
-    /// Inserts the `streaming` assistant message and its generation in one transaction. A second
-    /// start for the same question fails on the unique `reply_to`.
-    pub async fn start_generation(
+    /// Starts many generations in one transaction, each in a savepoint of its own so that one
+    /// failure (a chat deleted meanwhile) fails that start only. Results are in input order.
+    pub async fn start_generations(
         &self,
+        batch: &[NewGeneration],
+    ) -> Result<Vec<Result<(message::Model, generation::Model), DbErr>>, DbErr> {
+        let txn = self.db.begin().await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for new in batch {
+            let savepoint = txn.begin().await?;
+            match Store::insert_generation(&savepoint, new).await {
+                Ok(rows) => {
+                    savepoint.commit().await?;
+                    results.push(Ok(rows));
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        txn.commit().await?;
+        Ok(results)
+    }
+
+    /// Inserts the `streaming` assistant message (with the id chosen for it) and its
+    /// generation. A second start for the same question fails on the unique `reply_to`.
+    async fn insert_generation<C: sea_orm::ConnectionTrait>(
+        txn: &C,
         new: &NewGeneration,
     ) -> Result<(message::Model, generation::Model), DbErr> {
-        let txn = self.db.begin().await?;
-        let seq = Store::next_seq(&txn, new.chat_id).await?;
+        let seq = Store::next_seq(txn, new.chat_id).await?;
         let at = now();
         let mut msg = super::messages::new_message(
             new.chat_id,
@@ -92,7 +116,7 @@ impl Store {
         msg.reply_to = Set(Some(new.reply_to));
         msg.provider = Set(Some(new.provider.clone()));
         msg.model = Set(Some(new.model.clone()));
-        let msg = msg.insert(&txn).await?;
+        let msg = msg.insert(txn).await?;
         let generation = generation::ActiveModel {
             id: Set(Uuid::new_v4()),
             chat_id: Set(new.chat_id),
@@ -105,9 +129,8 @@ impl Store {
             updated_at: Set(at),
             finished_at: Set(None),
         }
-        .insert(&txn)
+        .insert(txn)
         .await?;
-        txn.commit().await?;
         Ok((msg, generation))
     }
 
