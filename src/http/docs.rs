@@ -29,6 +29,7 @@ OpenAI-compatible API under `/v1`, over one generation core.";
         (name = "openai", description = "OpenAI-compatible: the official SDKs work with `base_url` set to `/v1`"),
         (name = "operations", description = "Probes and metrics"),
         (name = "session", description = "Browser sign-in for the chat page: a session cookie and a CSRF token"),
+        (name = "page", description = "The chat page served at the root"),
         (name = "docs", description = "This description"),
     ),
 )]

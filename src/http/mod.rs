@@ -52,9 +52,9 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(conversations::router())
         .merge(session::router())
+        .merge(page::router())
         .nest("/v1", openai::router());
     let app = docs::publish(documented)
-        .merge(page::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

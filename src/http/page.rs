@@ -7,12 +7,12 @@
 
 use std::sync::LazyLock;
 
-use axum::Router;
 use axum::extract::{OriginalUri, Path};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
@@ -85,12 +85,28 @@ static APP_JS: LazyLock<Asset> = LazyLock::new(|| {
 static APP_CSS: LazyLock<Asset> =
     LazyLock::new(|| Asset::new(include_str!("page/app.css"), "text/css; charset=utf-8"));
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/{file}", get(asset))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(asset))
 }
 
+/// The chat page
+///
+/// A small chat client for the conversations API, compiled into the binary: sign in with a
+/// key (`POST /session`), then chat over `EventSource`. Served with a strict
+/// Content-Security-Policy and an ETag. Under a prefix, a request without the trailing slash is
+/// redirected to it.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "page",
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 304, description = "Unchanged since the ETag in `If-None-Match`"),
+        (status = 308, description = "To the same path with a trailing slash"),
+    ),
+)]
 async fn index(OriginalUri(uri): OriginalUri, headers: HeaderMap) -> Response {
     let path = uri.path();
     if !path.ends_with('/') {
@@ -129,6 +145,18 @@ fn add_slash(path: &str, query: Option<&str>) -> Response {
     }
 }
 
+/// The page's script and style sheet
+#[utoipa::path(
+    get,
+    path = "/assets/{file}",
+    tag = "page",
+    params(("file" = String, Path, description = "`app.js` or `app.css`")),
+    responses(
+        (status = 200, description = "The asset", content_type = "text/javascript", body = String),
+        (status = 304, description = "Unchanged since the ETag in `If-None-Match`"),
+        (status = 404, description = "No such asset"),
+    ),
+)]
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match file.as_str() {
         "app.js" => APP_JS.respond(&headers),

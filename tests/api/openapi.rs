@@ -26,6 +26,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/conversations/inference/{id}"),
     ("GET", "/conversations/inference_internet/{id}"),
     ("POST", "/conversations/stop/{id}"),
+    ("GET", "/"),
+    ("GET", "/assets/{file}"),
     ("GET", "/session"),
     ("POST", "/session"),
     ("DELETE", "/session"),
@@ -70,7 +72,9 @@ fn is_fallback(status: u16, body: &str) -> bool {
 }
 
 async fn fetch(app: &TestApp, method: &str, path: &str) -> (u16, String) {
-    let path = path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+    let path = path
+        .replace("{id}", &uuid::Uuid::new_v4().to_string())
+        .replace("{file}", "app.js");
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = app
         .client
