@@ -1,7 +1,7 @@
 //! Browser sessions (`/session`): the cookie, the CSRF token, sign-out, publishable scope, and
 //! CORS for configured origins.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sluice::config::CorsOrigins;
@@ -27,6 +27,24 @@ async fn sign_in(app: &TestApp, key: &str) -> (String, Value) {
         .unwrap()
         .to_owned();
     (set_cookie, response.json().await.unwrap())
+}
+
+/// A request as the page makes it: the session cookie, and the CSRF token when given.
+fn by_cookie(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let request = app
+        .client
+        .request(method, app.url(path))
+        .header("cookie", cookie);
+    match csrf {
+        Some(token) => request.header("x-csrf-token", token),
+        None => request,
+    }
 }
 
 /// `sluice_session=…` as a browser would send it back.
@@ -61,10 +79,7 @@ async fn signing_in_sets_an_httponly_strict_cookie_that_authenticates_reads_and_
 
     let cookie = cookie_of(&set_cookie);
     // GET /session gives the same CSRF token back, for a reloaded page.
-    let current: Value = app
-        .client
-        .get(app.url("/session"))
-        .header("cookie", &cookie)
+    let current: Value = by_cookie(&app, Method::GET, "/session", &cookie, None)
         .send()
         .await
         .unwrap()
@@ -74,10 +89,7 @@ async fn signing_in_sets_an_httponly_strict_cookie_that_authenticates_reads_and_
     assert_eq!(current["csrf_token"], csrf.as_str());
 
     // A state-changing request with the cookie alone is refused, naming the header.
-    let refused = app
-        .client
-        .post(app.url("/chats/create"))
-        .header("cookie", &cookie)
+    let refused = by_cookie(&app, Method::POST, "/chats/create", &cookie, None)
         .json(&json!({"name": "forged"}))
         .send()
         .await
@@ -91,23 +103,21 @@ async fn signing_in_sets_an_httponly_strict_cookie_that_authenticates_reads_and_
             .contains("X-CSRF-Token"),
         "{message}"
     );
-    let wrong = app
-        .client
-        .post(app.url("/chats/create"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", "x".repeat(csrf.len()))
-        .json(&json!({"name": "forged"}))
-        .send()
-        .await
-        .unwrap();
+    let wrong = by_cookie(
+        &app,
+        Method::POST,
+        "/chats/create",
+        &cookie,
+        Some(&"x".repeat(csrf.len())),
+    )
+    .json(&json!({"name": "forged"}))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
 
     // With the token: create, post, list, stream, as the page does.
-    let chat: Value = app
-        .client
-        .post(app.url("/chats/create"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
+    let chat: Value = by_cookie(&app, Method::POST, "/chats/create", &cookie, Some(&csrf))
         .json(&json!({"name": "from the page"}))
         .send()
         .await
@@ -116,45 +126,50 @@ async fn signing_in_sets_an_httponly_strict_cookie_that_authenticates_reads_and_
         .await
         .unwrap();
     let chat_id = chat["id"].as_str().unwrap().to_owned();
-    let posted = app
-        .client
-        .post(app.url("/conversations/create"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", &csrf)
-        .json(&json!({"chat_id": chat_id, "role": "Human", "message": "hi"}))
-        .send()
-        .await
-        .unwrap();
+    let posted = by_cookie(
+        &app,
+        Method::POST,
+        "/conversations/create",
+        &cookie,
+        Some(&csrf),
+    )
+    .json(&json!({"chat_id": chat_id, "role": "Human", "message": "hi"}))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(posted.status(), StatusCode::CREATED);
-    let listed = app
-        .client
-        .get(app.url("/chats/"))
-        .header("cookie", &cookie)
+    let listed = by_cookie(&app, Method::GET, "/chats/", &cookie, None)
         .send()
         .await
         .unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
-    let stream = app
-        .client
-        .get(app.url(&format!("/conversations/inference/{chat_id}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let stream = by_cookie(
+        &app,
+        Method::GET,
+        &format!("/conversations/inference/{chat_id}"),
+        &cookie,
+        None,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(stream.status(), StatusCode::OK);
     let events = SseClient::new(stream).collect().await;
     assert_eq!(text_of(&events), "by cookie");
     assert_eq!(named(&events, "done").unwrap()["status"], "complete");
 
     // A request another site's page makes with the cookie is refused, even a GET.
-    let cross = app
-        .client
-        .get(app.url(&format!("/conversations/inference/{chat_id}")))
-        .header("cookie", &cookie)
-        .header("sec-fetch-site", "cross-site")
-        .send()
-        .await
-        .unwrap();
+    let cross = by_cookie(
+        &app,
+        Method::GET,
+        &format!("/conversations/inference/{chat_id}"),
+        &cookie,
+        None,
+    )
+    .header("sec-fetch-site", "cross-site")
+    .send()
+    .await
+    .unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
 }
 
@@ -165,20 +180,13 @@ async fn signing_out_needs_the_csrf_token_then_clears_the_cookie_and_ends_the_se
     let cookie = cookie_of(&set_cookie);
     let csrf = body["csrf_token"].as_str().unwrap();
 
-    let forged = app
-        .client
-        .delete(app.url("/session"))
-        .header("cookie", &cookie)
+    let forged = by_cookie(&app, Method::DELETE, "/session", &cookie, None)
         .send()
         .await
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 
-    let out = app
-        .client
-        .delete(app.url("/session"))
-        .header("cookie", &cookie)
-        .header("x-csrf-token", csrf)
+    let out = by_cookie(&app, Method::DELETE, "/session", &cookie, Some(csrf))
         .send()
         .await
         .unwrap();
@@ -190,10 +198,7 @@ async fn signing_out_needs_the_csrf_token_then_clears_the_cookie_and_ends_the_se
     );
 
     for path in ["/session", "/chats/"] {
-        let after = app
-            .client
-            .get(app.url(path))
-            .header("cookie", &cookie)
+        let after = by_cookie(&app, Method::GET, path, &cookie, None)
             .send()
             .await
             .unwrap();
@@ -249,10 +254,7 @@ async fn a_bad_key_cannot_sign_in_and_a_revoked_key_ends_its_sessions() {
         active.revoked_at = Set(Some(chrono::Utc::now()));
         active.update(conn).await.unwrap();
     }
-    let after = app
-        .client
-        .get(app.url("/chats/"))
-        .header("cookie", &cookie)
+    let after = by_cookie(&app, Method::GET, "/chats/", &cookie, None)
         .send()
         .await
         .unwrap();
@@ -298,10 +300,7 @@ async fn a_publishable_session_keeps_the_publishable_scope_and_its_origin_bindin
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["kind"], "publishable");
 
-    let listed = app
-        .client
-        .get(app.url("/chats/"))
-        .header("cookie", &cookie)
+    let listed = by_cookie(&app, Method::GET, "/chats/", &cookie, None)
         .send()
         .await
         .unwrap();
