@@ -139,6 +139,9 @@ pub struct Run {
     pub peak_rss_kib: Option<u64>,
     /// Whether the peak could be reset before the run (else it is the peak since start).
     pub peak_reset: bool,
+    /// TCP connections the mock accepted during the streaming part: the client's for
+    /// `direct`, sluice's for the others (one per answer if the pool is not reused).
+    pub mock_connections: Option<u64>,
 }
 
 impl Run {
@@ -157,6 +160,10 @@ impl Run {
         self.cpu_client += other.cpu_client;
         self.peak_rss_kib = self.peak_rss_kib.max(other.peak_rss_kib);
         self.peak_reset = other.peak_reset;
+        self.mock_connections = match (self.mock_connections, other.mock_connections) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -209,6 +216,11 @@ pub async fn set_mock_default(
 
 /// How many `/v1/chat/completions` requests the mock has received.
 pub async fn mock_requests(client: &reqwest::Client, mock: &str) -> Result<u64> {
+    mock_stat(client, mock, "requests").await
+}
+
+/// One counter of the mock's `/__mock/stats`.
+async fn mock_stat(client: &reqwest::Client, mock: &str, name: &str) -> Result<u64> {
     let stats: Value = client
         .get(format!("{mock}/__mock/stats"))
         .send()
@@ -217,7 +229,7 @@ pub async fn mock_requests(client: &reqwest::Client, mock: &str) -> Result<u64> 
         .json()
         .await
         .context("GET /__mock/stats body")?;
-    Ok(stats["requests"].as_u64().unwrap_or(0))
+    Ok(stats[name].as_u64().unwrap_or(0))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,6 +456,7 @@ pub async fn run_target(
     };
     let chats = Arc::new(chats);
     run.peak_reset = procs::reset_peak_rss(pids.sluice);
+    let connections = mock_stat(&ctx.client, &ctx.mock, "connections").await.ok();
     let before = ticks(pids);
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -478,5 +491,8 @@ pub async fn run_target(
     run.cpu_mock = after.1.saturating_sub(before.1);
     run.cpu_client = after.2.saturating_sub(before.2);
     run.peak_rss_kib = procs::status_kib(pids.sluice, "VmHWM");
+    let after = mock_stat(&ctx.client, &ctx.mock, "connections").await.ok();
+    // The stats requests themselves reuse the bench's pooled connection.
+    run.mock_connections = connections.zip(after).map(|(a, b)| b.saturating_sub(a));
     run
 }

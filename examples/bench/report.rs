@@ -209,11 +209,11 @@ pub fn render(
         );
         let _ = writeln!(
             w,
-            "| target | ok | errors | wall s | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | gap p50 ms | gap p99 ms | deltas/answer | tokens/s | answers/s | CPU s/1k tok sluice | mock | client | cores busy | sluice peak RSS MiB | setup p50 / p99 ms |"
+            "| target | ok | errors | wall s | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | gap p50 ms | gap p99 ms | deltas/answer | tokens/s | answers/s | CPU s/1k tok sluice | mock | client | cores busy | sluice peak RSS MiB | setup p50 / p99 ms | connections to the mock |"
         );
         let _ = writeln!(
             w,
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         );
         for (target, run) in &result.runs {
             let r = row(run, wl, meta.clk_tck);
@@ -234,7 +234,7 @@ pub fn render(
             };
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} | {} | {:.2} | {} | {} |",
+                "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} | {} | {:.2} | {} | {} | {} |",
                 target.name(),
                 run.ok,
                 errors_cell(&run.errors),
@@ -253,6 +253,8 @@ pub fn render(
                 r.cores_busy,
                 rss,
                 setup,
+                run.mock_connections
+                    .map_or_else(|| "–".to_owned(), |c| c.to_string()),
             );
         }
         let _ = writeln!(w);

@@ -7,7 +7,8 @@
 //! - `POST /__mock/script` with a [`Script`] JSON body: queue it for the next request.
 //! - `POST /__mock/default` with a [`Script`] JSON body: replace the default script.
 //! - `GET /__mock/requests`: every recorded `/v1/chat/completions` request body.
-//! - `GET /__mock/stats`: `{"requests": n, "aborted": n, "queued": n}`.
+//! - `GET /__mock/stats`: `{"requests": n, "aborted": n, "queued": n, "connections": n}`, where
+//!   `connections` counts every TCP connection accepted so far (control routes included).
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -128,6 +129,8 @@ impl Script {
 struct Shared {
     state: Mutex<MockState>,
     aborted: AtomicUsize,
+    /// TCP connections accepted, to see whether clients reuse them.
+    connections: AtomicUsize,
     next_id: AtomicU64,
     notify: Notify,
     cancel: CancellationToken,
@@ -172,6 +175,7 @@ impl MockUpstream {
                 requests: Vec::new(),
             }),
             aborted: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             notify: Notify::new(),
             cancel: cancel.clone(),
@@ -185,7 +189,9 @@ impl MockUpstream {
             .route("/__mock/requests", get(recorded_requests))
             .route("/__mock/stats", get(stats))
             .with_state(Arc::clone(&shared));
-        let listener = listener.tap_io(|tcp| {
+        let counted = Arc::clone(&shared);
+        let listener = listener.tap_io(move |tcp| {
+            counted.connections.fetch_add(1, Ordering::Relaxed);
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::warn!("mock upstream: failed to set TCP_NODELAY: {err}");
             }
@@ -230,6 +236,11 @@ impl MockUpstream {
 
     pub fn request_count(&self) -> usize {
         self.shared.lock().requests.len()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connection_count(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Streamed responses whose body was dropped before the mock finished sending it.
@@ -295,6 +306,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "requests": state.requests.len(),
         "aborted": shared.aborted.load(Ordering::SeqCst),
         "queued": state.queue.len(),
+        "connections": shared.connections.load(Ordering::Relaxed),
     }))
 }
 

@@ -4,6 +4,7 @@
 //! `ProviderError`s only.
 
 mod demo;
+mod event_stream;
 mod openai;
 
 use std::sync::Arc;

@@ -1,39 +1,73 @@
-//! Any OpenAI-compatible endpoint, driven through async-openai.
+//! Any OpenAI-compatible endpoint.
 //!
-//! The "bring your own types" calls hand us each chunk as a `serde_json::Value`, so quirks that
-//! async-openai's typed chunks reject (`finish_reason: "eos"` or `""`, missing ids, `{"error":…}`
-//! chunks) are normalised here instead of failing the stream.
+//! async-openai makes the call: its configuration gives the endpoint and headers (base URL,
+//! `Authorization`, organisation, custom headers) and its retry layer retries rate limits, 5xx
+//! answers and failed connections with backoff (honouring `Retry-After`) on a pooled client.
+//! The streamed body is decoded here, inside the generation task that reads it: async-openai's
+//! own stream spawns a reader task and an unbounded channel per answer, one more task wake-up
+//! per token than the relay needs, and stops reading at `[DONE]`, which leaves the response
+//! unfinished so that its connection cannot go back to the pool.
+//!
+//! Each chunk is read as JSON with typed structs where it has the usual shape, and as a
+//! `serde_json::Value` otherwise, so quirks that strict typed chunks reject (`finish_reason:
+//! "eos"` or `""`, missing ids, `{"error":…}` chunks) are normalised instead of failing the
+//! stream.
 
-use async_openai::config::OpenAIConfig;
+use std::time::Duration;
+
+use async_openai::config::{Config, OpenAIConfig};
 use async_openai::error::OpenAIError;
+use async_openai::middleware::retry::{OpenAIRetry, OpenAIRetryLayer};
+use async_openai::middleware::{HttpRequestFactory, ReqwestService};
+use axum::body::Bytes;
 use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, header};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
 
+use super::event_stream::{Decoder, Event};
 use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent, ToolCallDelta};
 use crate::config::ProviderSettings;
 use crate::domain::Usage;
 
+/// The longest event-stream line accepted from an upstream (a chunk is one line).
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// How long the rest of a body is read after `[DONE]`, so that its connection can be reused.
+const DRAIN: Duration = Duration::from_millis(500);
+
 pub struct OpenAiCompatible {
     name: String,
-    client: async_openai::Client<OpenAIConfig>,
+    target: std::sync::Arc<Target>,
+    service: OpenAIRetry<ReqwestService>,
+}
+
+/// Where and how requests are sent.
+struct Target {
+    http: reqwest::Client,
+    url: String,
+    headers: HeaderMap,
 }
 
 impl OpenAiCompatible {
     pub fn new(settings: &ProviderSettings) -> Result<Self, String> {
+        let key = settings
+            .api_key
+            .as_ref()
+            .map(|k| k.expose_secret().to_owned())
+            .unwrap_or_default();
+        // async-openai builds the Authorization header from the key and would panic on bytes a
+        // header cannot carry: refuse them here, naming the setting.
+        if HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
+            return Err("the API key contains characters an HTTP header cannot carry".to_owned());
+        }
         let mut config = OpenAIConfig::new()
             .with_api_base(settings.base_url.clone())
-            .with_api_key(
-                settings
-                    .api_key
-                    .as_ref()
-                    .map(|k| k.expose_secret().to_owned())
-                    .unwrap_or_default(),
-            );
+            .with_api_key(key);
         for (name, value) in &settings.headers {
             let header = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("header `{name}` is not a valid header name"))?;
@@ -41,17 +75,31 @@ impl OpenAiCompatible {
                 .with_header(header, value.clone())
                 .map_err(|_| format!("header `{name}` has an invalid value"))?;
         }
+        let mut headers = config.headers();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
         // One pooled client per provider: connections are reused across requests, and Nagle's
         // algorithm is off so small chunks are not held back.
         let http = reqwest::Client::builder()
             .connect_timeout(settings.timeouts.connect)
             .tcp_nodelay(true)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self {
             name: settings.name.clone(),
-            client: async_openai::Client::with_config(config).with_http_client(http),
+            service: OpenAIRetryLayer::default().layer(ReqwestService::new(http.clone())),
+            target: std::sync::Arc::new(Target {
+                url: config.url("/chat/completions"),
+                http,
+                headers,
+            }),
         })
     }
 }
@@ -85,9 +133,30 @@ fn map_error(error: OpenAIError) -> ProviderError {
         OpenAIError::JSONDeserialize(e, _) => {
             ProviderError::Reported(format!("unreadable response: {e}"))
         }
-        OpenAIError::StreamError(e) => ProviderError::Stream(e.to_string()),
         other => ProviderError::Stream(other.to_string()),
     }
+}
+
+/// The error of a non-2xx answer: OpenAI's `{"error": {"message": …}}` where the body has it,
+/// else the body's text.
+async fn status_error(response: reqwest::Response) -> ProviderError {
+    #[derive(Deserialize)]
+    struct Wrapped {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    let status = response.status().as_u16();
+    let message = match response.bytes().await {
+        Ok(body) => match serde_json::from_slice::<Wrapped>(&body) {
+            Ok(wrapped) => wrapped.error.message,
+            Err(_) => String::from_utf8_lossy(&body).trim().to_owned(),
+        },
+        Err(e) => e.to_string(),
+    };
+    ProviderError::Status { status, message }
 }
 
 /// Normalises a finish reason: `eos` and friends mean `stop`; an empty string means "not yet".
@@ -275,6 +344,103 @@ fn has_empty_finish(chunk: &Value) -> bool {
         .is_some_and(str::is_empty)
 }
 
+/// One upstream body being read: the decoder's events become sluice's events in `queue`.
+struct Reading {
+    response: reqwest::Response,
+    decoder: Decoder,
+    queue: Queue,
+    ends: Ends,
+    /// `[DONE]` arrived: the rest of the body is read (and ignored) until this deadline.
+    drain_until: Option<Instant>,
+}
+
+impl Reading {
+    /// Handles one event of the upstream stream.
+    fn on_event(queue: &mut Queue, ends: &mut Ends, drain: &mut bool, event: Event<'_>) {
+        if *drain || event.name == "keepalive" {
+            return;
+        }
+        if event.data == "[DONE]" {
+            *drain = true;
+            return;
+        }
+        let before = queue.len();
+        let empty_finish = parse_chunk(event.data, queue);
+        let added = queue.iter().skip(before);
+        // A chunk whose finish_reason is "" right before a clean end is how some servers say
+        // "stop"; anywhere else "" means "not finished yet", and text after it means it was not
+        // the end after all.
+        if empty_finish {
+            ends.last_empty_finish = true;
+        } else if added
+            .clone()
+            .any(|e| matches!(e, Ok(StreamEvent::Delta(_) | StreamEvent::ToolCall(_))))
+        {
+            ends.last_empty_finish = false;
+        }
+        ends.finished |= added
+            .clone()
+            .any(|e| matches!(e, Ok(StreamEvent::Done { .. })));
+    }
+
+    /// The stream is over: a trailing empty finish_reason counts as `stop`.
+    fn close(&mut self) {
+        self.ends.closed = true;
+        if !self.ends.finished && self.ends.last_empty_finish {
+            self.queue.push_back(Ok(StreamEvent::Done {
+                finish_reason: "stop".to_owned(),
+            }));
+        }
+    }
+
+    /// Reads the next piece of the body into the queue.
+    async fn read(&mut self) {
+        let chunk = match self.drain_until {
+            Some(deadline) => {
+                match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                    Ok(Ok(Some(_))) => return,
+                    // Whatever happens after `[DONE]`, the answer is complete.
+                    Ok(Ok(None) | Err(_)) | Err(_) => return self.close(),
+                }
+            }
+            None => self.response.chunk().await,
+        };
+        let Self {
+            decoder,
+            queue,
+            ends,
+            ..
+        } = self;
+        let mut drain = false;
+        let mut on_event = |event: Event<'_>| Self::on_event(queue, ends, &mut drain, event);
+        let decoded = match chunk {
+            Ok(Some(bytes)) => decoder.feed(&bytes, &mut on_event),
+            Ok(None) => {
+                let decoded = decoder.finish(&mut on_event);
+                if decoded.is_ok() {
+                    self.close();
+                    return;
+                }
+                decoded
+            }
+            Err(e) => {
+                self.ends.closed = true;
+                self.queue
+                    .push_back(Err(ProviderError::Stream(e.to_string())));
+                return;
+            }
+        };
+        if let Err(e) = decoded {
+            self.ends.closed = true;
+            self.queue.push_back(Err(ProviderError::Reported(format!(
+                "unreadable stream: {e}"
+            ))));
+        } else if drain && self.drain_until.is_none() {
+            self.drain_until = Some(Instant::now() + DRAIN);
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for OpenAiCompatible {
     fn name(&self) -> &str {
@@ -282,54 +448,48 @@ impl Provider for OpenAiCompatible {
     }
 
     async fn stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {
-        let upstream = self
-            .client
-            .chat()
-            .create_stream_byot::<Value, Box<RawValue>>(request_body(request))
+        let body = Bytes::from(
+            serde_json::to_vec(&request_body(request))
+                .map_err(|e| ProviderError::Stream(format!("cannot encode the request: {e}")))?,
+        );
+        let target = self.target.clone();
+        // Rebuilt for each attempt of the retry layer; the body is shared, not copied.
+        let factory = HttpRequestFactory::new(move || {
+            let request = target
+                .http
+                .post(&target.url)
+                .headers(target.headers.clone())
+                .body(body.clone())
+                .build();
+            async move { request.map_err(OpenAIError::Reqwest) }
+        });
+        let response = self
+            .service
+            .clone()
+            .oneshot(factory)
             .await
             .map_err(map_error)?;
-        // A chunk whose finish_reason is "" right before a clean end is how some servers say
-        // "stop"; anywhere else "" means "not finished yet".
-        let state = (upstream, Queue::new(), Ends::default());
-        let events =
-            futures::stream::unfold(state, |(mut upstream, mut queue, mut ends)| async move {
-                loop {
-                    if let Some(item) = queue.pop_front() {
-                        return Some((item, (upstream, queue, ends)));
-                    }
-                    if ends.closed {
-                        return None;
-                    }
-                    match upstream.next().await {
-                        Some(Ok(chunk)) => {
-                            let empty_finish = parse_chunk(chunk.get(), &mut queue);
-                            // Text after an empty finish_reason means it was not the end after all.
-                            if empty_finish {
-                                ends.last_empty_finish = true;
-                            } else if queue.iter().any(|e| {
-                                matches!(e, Ok(StreamEvent::Delta(_) | StreamEvent::ToolCall(_)))
-                            }) {
-                                ends.last_empty_finish = false;
-                            }
-                            ends.finished |= queue
-                                .iter()
-                                .any(|e| matches!(e, Ok(StreamEvent::Done { .. })));
-                        }
-                        Some(Err(e)) => {
-                            ends.closed = true;
-                            queue.push_back(Err(map_error(e)));
-                        }
-                        None => {
-                            ends.closed = true;
-                            if !ends.finished && ends.last_empty_finish {
-                                queue.push_back(Ok(StreamEvent::Done {
-                                    finish_reason: "stop".to_owned(),
-                                }));
-                            }
-                        }
-                    }
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let reading = Reading {
+            response,
+            decoder: Decoder::new(MAX_LINE),
+            queue: Queue::new(),
+            ends: Ends::default(),
+            drain_until: None,
+        };
+        let events = futures::stream::unfold(reading, |mut reading| async move {
+            loop {
+                if let Some(item) = reading.queue.pop_front() {
+                    return Some((item, reading));
                 }
-            });
+                if reading.ends.closed {
+                    return None;
+                }
+                reading.read().await;
+            }
+        });
         Ok(events.boxed())
     }
 }

@@ -49,6 +49,26 @@ async fn a_stream_relays_every_delta_then_done_and_saves_the_answer() {
 }
 
 #[tokio::test]
+async fn answers_one_after_another_reuse_one_upstream_connection() {
+    let app = spawn_app().await;
+    let chat = app.create_chat("pool").await;
+    for (i, question) in ["one", "two", "three"].into_iter().enumerate() {
+        app.mock.push(Script::text(&["a", "b"]));
+        app.ask(&chat, question).await;
+        let events = app
+            .stream(&format!("/conversations/inference/{chat}"), None)
+            .await
+            .collect()
+            .await;
+        assert_eq!(text_of(&events), "ab");
+        assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+        // The body was read to its end after `[DONE]`, so the connection went back to the pool.
+        assert_eq!(app.mock.connection_count(), 1, "after answer {}", i + 1);
+    }
+    assert_eq!(app.mock.request_count(), 3);
+}
+
+#[tokio::test]
 async fn the_context_holds_the_whole_history_in_order() {
     let app = spawn_app().await;
     let chat = app.create_chat("history").await;
