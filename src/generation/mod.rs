@@ -6,8 +6,8 @@
 //! the database through the same subscription code.
 
 mod live;
-mod starts;
 mod task;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,7 +46,7 @@ pub struct Hub {
     store: Store,
     providers: Arc<Providers>,
     search: Arc<crate::search::Pipeline>,
-    starts: starts::Starts,
+    writer: writer::Writer,
     config: HubConfig,
     running: Mutex<HashMap<Uuid, Arc<Live>>>,
     /// Counts generations that left the registry, so a start can tell whether one finished
@@ -65,7 +65,7 @@ impl Hub {
         config: HubConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
-            starts: starts::Starts::spawn(store.clone()),
+            writer: writer::Writer::spawn(store.clone()),
             store,
             providers,
             search,
@@ -202,7 +202,7 @@ impl Hub {
             provider: resolved.provider.name().to_owned(),
             model: resolved.model.clone(),
         };
-        let rows = self.starts.insert(new, live.clone());
+        let rows = self.writer.insert(new, live.clone());
         let request = ChatRequest::from_prompt(
             resolved.model.clone(),
             &messages,

@@ -19,7 +19,7 @@ pub(super) enum Persist {
     /// The answer row and its generation (the conversation dialects), being inserted while
     /// the upstream call starts.
     Answer {
-        rows: tokio::sync::oneshot::Receiver<super::starts::Rows>,
+        rows: tokio::sync::oneshot::Receiver<super::writer::Rows>,
     },
     /// A usage record only (the `/v1` dialect, which stores no text).
     UsageOnly,
@@ -161,7 +161,7 @@ pub(super) async fn run(mut job: Job) {
                 error: failure,
                 sources: sources.map(|s| (*s).clone()),
             };
-            Some(save(&job, &row, &record).await)
+            Some(save(&job, &row, Arc::new(record)).await)
         }
         Persist::UsageOnly => {
             record_usage(&job, &provider, &model, usage, cost_micros).await;
@@ -370,11 +370,11 @@ fn cancelled(live: &Live) -> Outcome {
 
 /// Saves the outcome, retrying a failing database for a while: an answer is never dropped
 /// because of a transient error; readers get `done` with the row either way.
-async fn save(job: &Job, row: &message::Model, record: &FinishRecord) -> message::Model {
+async fn save(job: &Job, row: &message::Model, record: Arc<FinishRecord>) -> message::Model {
     let mut delay = Duration::from_millis(100);
     let mut updated_at = None;
     for attempt in 1..=8 {
-        match job.hub.store.finish_generation(record).await {
+        match job.hub.writer.finish(record.clone()).await {
             Ok(at) => {
                 updated_at = Some(at);
                 break;

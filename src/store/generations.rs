@@ -21,6 +21,13 @@ pub struct NewGeneration {
     pub model: String,
 }
 
+/// The outcome of a [`Store::write_batch`], item by item in input order.
+pub struct Written {
+    pub started: Vec<Result<(message::Model, generation::Model), DbErr>>,
+    /// The `updated_at` each finish wrote.
+    pub finished: Vec<Result<chrono::DateTime<chrono::Utc>, DbErr>>,
+}
+
 /// What finishing a generation records.
 pub struct FinishRecord {
     pub workspace_id: Uuid,
@@ -71,29 +78,49 @@ fn usage_row(
 }
 
 impl Store {
-    /// Starts many generations in one transaction, each in a savepoint of its own so that one
-    /// failure (a chat deleted meanwhile) fails that start only. Results are in input order.
-    pub async fn start_generations(
+    /// Writes a batch of starts and finishes in one transaction, each in a savepoint of its
+    /// own so that one failure (a chat deleted meanwhile) fails that item only. Starts are
+    /// written first: a finish always belongs to a start written in an earlier batch. Results
+    /// are in input order.
+    pub async fn write_batch(
         &self,
-        batch: &[NewGeneration],
-    ) -> Result<Vec<Result<(message::Model, generation::Model), DbErr>>, DbErr> {
+        starts: &[NewGeneration],
+        finishes: &[std::sync::Arc<FinishRecord>],
+    ) -> Result<Written, DbErr> {
         let txn = self.db.begin().await?;
-        let mut results = Vec::with_capacity(batch.len());
-        for new in batch {
+        let mut written = Written {
+            started: Vec::with_capacity(starts.len()),
+            finished: Vec::with_capacity(finishes.len()),
+        };
+        for new in starts {
             let savepoint = txn.begin().await?;
             match Store::insert_generation(&savepoint, new).await {
                 Ok(rows) => {
                     savepoint.commit().await?;
-                    results.push(Ok(rows));
+                    written.started.push(Ok(rows));
                 }
                 Err(e) => {
                     savepoint.rollback().await?;
-                    results.push(Err(e));
+                    written.started.push(Err(e));
+                }
+            }
+        }
+        for record in finishes {
+            let savepoint = txn.begin().await?;
+            let at = now();
+            match Store::write_finish(&savepoint, record, at).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    written.finished.push(Ok(at));
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    written.finished.push(Err(e));
                 }
             }
         }
         txn.commit().await?;
-        Ok(results)
+        Ok(written)
     }
 
     /// Inserts the `streaming` assistant message (with the id chosen for it) and its
@@ -154,14 +181,13 @@ impl Store {
         txn.commit().await
     }
 
-    /// Saves the final answer, the generation's outcome and the usage record together.
-    /// Returns the `updated_at` written; the caller has every other field of the row.
-    pub async fn finish_generation(
-        &self,
+    /// Saves the final answer, the generation's outcome and the usage record, inside the
+    /// caller's transaction.
+    async fn write_finish<C: sea_orm::ConnectionTrait>(
+        txn: &C,
         r: &FinishRecord,
-    ) -> Result<chrono::DateTime<chrono::Utc>, DbErr> {
-        let txn = self.db.begin().await?;
-        let at = now();
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), DbErr> {
         message::Entity::update_many()
             .col_expr(message::Column::Content, Expr::value(r.content.as_str()))
             .col_expr(message::Column::Status, Expr::value(r.status.as_str()))
@@ -187,7 +213,7 @@ impl Store {
             .col_expr(message::Column::Sources, Expr::value(r.sources.clone()))
             .col_expr(message::Column::UpdatedAt, Expr::value(at))
             .filter(message::Column::Id.eq(r.message_id))
-            .exec(&txn)
+            .exec(txn)
             .await?;
         generation::Entity::update_many()
             .col_expr(
@@ -205,7 +231,7 @@ impl Store {
             .col_expr(generation::Column::UpdatedAt, Expr::value(at))
             .col_expr(generation::Column::FinishedAt, Expr::value(Some(at)))
             .filter(generation::Column::Id.eq(r.generation_id))
-            .exec(&txn)
+            .exec(txn)
             .await?;
         if r.usage.total_tokens > 0 {
             usage_row(
@@ -218,11 +244,10 @@ impl Store {
                 r.cost_micros,
                 at,
             )
-            .insert(&txn)
+            .insert(txn)
             .await?;
         }
-        txn.commit().await?;
-        Ok(at)
+        Ok(())
     }
 
     /// Charges usage that belongs to no stored message (the `/v1` dialect).
