@@ -6,6 +6,7 @@
 //! the database through the same subscription code.
 
 mod live;
+mod starting;
 mod task;
 mod writer;
 
@@ -49,10 +50,10 @@ pub struct Hub {
     writer: writer::Writer,
     config: HubConfig,
     running: Mutex<HashMap<Uuid, Arc<Live>>>,
-    /// Counts generations that left the registry, so a start can tell whether one finished
-    /// while it was looking at the database.
-    forgotten: std::sync::atomic::AtomicU64,
-    start_lock: tokio::sync::Mutex<()>,
+    /// The generations that left the registry, so a start can tell whether its question was
+    /// answered while it was looking at the database.
+    forgotten: starting::Forgotten,
+    start_locks: starting::StartLocks,
     tasks: TaskTracker,
     closing: CancellationToken,
 }
@@ -71,8 +72,8 @@ impl Hub {
             search,
             config,
             running: Mutex::new(HashMap::new()),
-            forgotten: std::sync::atomic::AtomicU64::new(0),
-            start_lock: tokio::sync::Mutex::new(()),
+            forgotten: starting::Forgotten::default(),
+            start_locks: starting::StartLocks::default(),
             tasks: TaskTracker::new(),
             closing: CancellationToken::new(),
         })
@@ -104,7 +105,7 @@ impl Hub {
         if let Some(live) = self.running().get(&question.id) {
             return Ok(live.clone());
         }
-        let forgotten = self.forgotten.load(std::sync::atomic::Ordering::Acquire);
+        let mark = self.forgotten.mark();
         // A saved answer still marked `streaming` may be one whose task is registering right
         // now: only the locked path below may conclude it is not running here.
         let saved = self.saved_answer(question.id).await?;
@@ -116,8 +117,9 @@ impl Hub {
                 return Ok(saved.clone());
             }
         }
-        // Starting is serialised so that two readers arriving together cause one upstream call.
-        let _guard = self.start_lock.lock().await;
+        // Starting a question is serialised so that two readers arriving together cause one
+        // upstream call; other questions start meanwhile.
+        let _guard = self.start_locks.lock(question.id).await;
         if let Some(live) = self.running().get(&question.id) {
             return Ok(live.clone());
         }
@@ -127,7 +129,7 @@ impl Hub {
         }
         // A generation started by a reader that held the lock before us may have finished (and
         // left the registry, its row saved) since we looked. Only then is a second read needed.
-        if self.forgotten.load(std::sync::atomic::Ordering::Acquire) != forgotten
+        if self.forgotten.may_have_finished(mark, question.id)
             && let Some(answered) = self.saved_answer(question.id).await?
         {
             return Ok(answered);
@@ -279,8 +281,7 @@ impl Hub {
     /// Removes a finished generation from the registry.
     fn forget(&self, question_id: Uuid) {
         self.running().remove(&question_id);
-        self.forgotten
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.forgotten.record(question_id);
     }
 
     /// Cancels every running generation of a chat and returns them.
