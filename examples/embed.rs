@@ -32,7 +32,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             close.hub.closing().cancel();
         }
     });
-    axum::serve(listener, app)
+    // `into_make_service` prepares the router once rather than once per connection.
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(sluice.shutdown_signal())
         .await?;
     closer.abort();

@@ -198,7 +198,7 @@ impl MockUpstream {
         });
         let shutdown = cancel.clone().cancelled_owned();
         tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app)
+            if let Err(err) = axum::serve(listener, app.into_make_service())
                 .with_graceful_shutdown(shutdown)
                 .await
             {
