@@ -428,6 +428,49 @@ async fn the_running_text_is_checkpointed_while_streaming() {
 }
 
 #[tokio::test]
+async fn answers_checkpointed_together_each_keep_their_own_text() {
+    let app = spawn_app().await;
+    let mut chats = Vec::new();
+    let mut streams = Vec::new();
+    for name in ["first", "second", "third"] {
+        let mut chunks = vec![format!("{name} answer ")];
+        chunks.extend(std::iter::repeat_n("x".to_owned(), 12));
+        let chunks: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        app.mock.push(slow(&chunks, 300));
+        let chat = app.chat_with_question(name).await;
+        let mut sse = app
+            .stream(&format!("/conversations/inference/{chat}"), None)
+            .await;
+        read_until_offset(&mut sse, name.len() + 8).await;
+        chats.push((name, chat));
+        streams.push(sse);
+    }
+    // All three are running (each takes about 4 s): checkpoints write all of them, each row
+    // with its own text, before any answer is saved.
+    eventually(Duration::from_millis(2500), || async {
+        let mut all = true;
+        for (name, chat) in &chats {
+            let stored = app.conversations(chat).await;
+            all &= stored.iter().any(|c| {
+                c["role"] == "Assistant"
+                    && c["message"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with(&format!("{name} answer "))
+            });
+        }
+        all
+    })
+    .await;
+    for ((name, chat), mut sse) in chats.into_iter().zip(streams) {
+        let events = sse.collect().await;
+        assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+        let expected = format!("{name} answer {}", "x".repeat(12));
+        assert_eq!(app.stored_answer(&chat).await["message"], expected.as_str());
+    }
+}
+
+#[tokio::test]
 async fn keep_alive_comments_are_sent_while_waiting_for_the_first_token() {
     let app = spawn_app_with(|s| s.keepalive = Duration::from_millis(300)).await;
     let mut script = Script::text(&["late"]);
