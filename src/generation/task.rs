@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{CancelReason, Finished, Hub, Live};
 use crate::domain::{LineBreaks, MessageStatus, PromptMessage, StreamFailure, Usage};
 use crate::providers::{ChatRequest, ProviderError, Resolved, StreamEvent};
-use crate::store::FinishRecord;
+use crate::store::{Finish, FinishRecord, UsageRecord};
 use crate::telemetry::names;
 
 /// What a finished generation writes.
@@ -374,7 +374,7 @@ async fn save(job: &Job, row: &message::Model, record: Arc<FinishRecord>) -> mes
     let mut delay = Duration::from_millis(100);
     let mut updated_at = None;
     for attempt in 1..=8 {
-        match job.hub.writer.finish(record.clone()).await {
+        match job.hub.writer.finish(Finish::Answer(record.clone())).await {
             Ok(at) => {
                 updated_at = Some(at);
                 break;
@@ -406,15 +406,17 @@ async fn save(job: &Job, row: &message::Model, record: Arc<FinishRecord>) -> mes
 
 /// Charges an unstored answer's usage to the workspace, retrying a failing database a while.
 async fn record_usage(job: &Job, provider: &str, model: &str, usage: Usage, cost_micros: i64) {
+    let record = Arc::new(UsageRecord {
+        workspace_id: job.workspace_id,
+        provider: provider.to_owned(),
+        model: model.to_owned(),
+        usage,
+        cost_micros,
+    });
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=8 {
-        match job
-            .hub
-            .store
-            .record_usage(job.workspace_id, provider, model, usage, cost_micros)
-            .await
-        {
-            Ok(()) => return,
+        match job.hub.writer.finish(Finish::Usage(record.clone())).await {
+            Ok(_) => return,
             Err(e) => {
                 tracing::error!(attempt, error = %e, "recording usage failed");
                 tokio::time::sleep(delay).await;

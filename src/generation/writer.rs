@@ -11,7 +11,7 @@ use sea_orm::DbErr;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Live;
-use crate::store::{FinishRecord, NewGeneration, Store};
+use crate::store::{Finish, NewGeneration, Store};
 
 /// The inserted answer row and its generation, or why they could not be inserted.
 pub(super) type Rows = Result<(message::Model, generation::Model), DbErr>;
@@ -26,7 +26,7 @@ enum Write {
         reply: oneshot::Sender<Rows>,
     },
     Finish {
-        record: Arc<FinishRecord>,
+        record: Finish,
         reply: oneshot::Sender<Result<DateTime<Utc>, DbErr>>,
     },
 }
@@ -59,8 +59,8 @@ impl Writer {
         rows
     }
 
-    /// Writes an answer's outcome; resolves to the `updated_at` it wrote.
-    pub(super) async fn finish(&self, record: Arc<FinishRecord>) -> Result<DateTime<Utc>, DbErr> {
+    /// Writes the end of a generation; resolves to the `updated_at` it wrote.
+    pub(super) async fn finish(&self, record: Finish) -> Result<DateTime<Utc>, DbErr> {
         let (reply, done) = oneshot::channel();
         self.queue
             .send(Write::Finish { record, reply })

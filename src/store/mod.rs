@@ -19,7 +19,7 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynch
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use uuid::Uuid;
 
-pub use generations::{FinishRecord, NewGeneration};
+pub use generations::{Finish, FinishRecord, NewGeneration, UsageRecord};
 
 /// What a caller may see: one workspace, optionally narrowed to one end user's chats, or to
 /// chats created through publishable keys.

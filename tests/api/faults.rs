@@ -372,3 +372,43 @@ async fn an_answer_whose_row_cannot_be_created_ends_failed_and_never_claims_to_b
     assert_eq!(done["status"], "failed");
     assert!(done["conversation"].is_null(), "{done}");
 }
+
+#[tokio::test]
+async fn an_answer_row_that_cannot_be_written_fails_alone_in_its_batch() {
+    let app = spawn_app().await;
+    let chat = app.create_chat("batch").await;
+    let question = app.ask(&chat, "q").await;
+    let chat_id: uuid::Uuid = chat.parse().unwrap();
+    let start = |chat_id: uuid::Uuid, reply_to: uuid::Uuid| sluice::store::NewGeneration {
+        message_id: uuid::Uuid::now_v7(),
+        workspace_id: app.services.default_workspace,
+        chat_id,
+        reply_to,
+        provider: "mock".into(),
+        model: "m".into(),
+    };
+    let good = start(chat_id, question.parse().unwrap());
+    // A chat that does not exist: the foreign key refuses this one row.
+    let bad = start(uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let written = app
+        .services
+        .store
+        .write_batch(&[bad, good], &[])
+        .await
+        .expect("the batch as a whole is written");
+    assert!(written.started[0].is_err());
+    let (row, _) = written.started[1]
+        .as_ref()
+        .expect("the good start is written");
+    let stored = app
+        .services
+        .store
+        .list_messages(chat_id, false)
+        .await
+        .unwrap();
+    assert!(
+        stored
+            .iter()
+            .any(|m| m.id == row.id && m.status == "streaming")
+    );
+}
