@@ -66,6 +66,16 @@ pub struct FinishRecord {
 /// Rows per checkpoint statement (three parameters each, well under any database's limit).
 const CHECKPOINT_ROWS: usize = 100;
 
+/// Ends an item's savepoint, keeping its writes if it succeeded. Without a savepoint, a failed
+/// item means the batch cannot go on (`false`).
+async fn settle(savepoint: Option<sea_orm::DatabaseTransaction>, ok: bool) -> Result<bool, DbErr> {
+    match savepoint {
+        Some(savepoint) if ok => savepoint.commit().await.map(|()| true),
+        Some(savepoint) => savepoint.rollback().await.map(|()| true),
+        None => Ok(ok),
+    }
+}
+
 fn tokens(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
@@ -111,17 +121,23 @@ impl Store {
         starts: &[NewGeneration],
         finishes: &[Finish],
     ) -> Result<Written, DbErr> {
-        if let Some(written) = self.write_batch_at_once(starts, finishes).await? {
+        if let Some(written) = self.write_batch_once(starts, finishes, false).await? {
             return Ok(written);
         }
-        self.write_batch_item_by_item(starts, finishes).await
+        self.write_batch_once(starts, finishes, true)
+            .await?
+            .ok_or_else(|| {
+                DbErr::Custom("a batch written item by item cannot fail as a whole".into())
+            })
     }
 
-    /// The whole batch or nothing: `None` if an item failed (and everything was rolled back).
-    async fn write_batch_at_once(
+    /// One attempt at a batch. With `isolated`, every item has a savepoint of its own and may
+    /// fail alone; without, a failed item rolls everything back and gives `None`.
+    async fn write_batch_once(
         &self,
         starts: &[NewGeneration],
         finishes: &[Finish],
+        isolated: bool,
     ) -> Result<Option<Written>, DbErr> {
         let txn = self.db.begin().await?;
         let mut written = Written {
@@ -129,67 +145,36 @@ impl Store {
             finished: Vec::with_capacity(finishes.len()),
         };
         for new in starts {
-            match Store::insert_generation(&txn, new).await {
-                Ok(rows) => written.started.push(Ok(rows)),
-                Err(_) => {
-                    txn.rollback().await?;
-                    return Ok(None);
-                }
+            let savepoint = if isolated {
+                Some(txn.begin().await?)
+            } else {
+                None
+            };
+            let result = Store::insert_generation(savepoint.as_ref().unwrap_or(&txn), new).await;
+            if !settle(savepoint, result.is_ok()).await? {
+                txn.rollback().await?;
+                return Ok(None);
             }
+            written.started.push(result);
         }
         for record in finishes {
             let at = now();
-            match Store::write_finish(&txn, record, at).await {
-                Ok(()) => written.finished.push(Ok(at)),
-                Err(_) => {
-                    txn.rollback().await?;
-                    return Ok(None);
-                }
+            let savepoint = if isolated {
+                Some(txn.begin().await?)
+            } else {
+                None
+            };
+            let result = Store::write_finish(savepoint.as_ref().unwrap_or(&txn), record, at)
+                .await
+                .map(|()| at);
+            if !settle(savepoint, result.is_ok()).await? {
+                txn.rollback().await?;
+                return Ok(None);
             }
+            written.finished.push(result);
         }
         txn.commit().await?;
         Ok(Some(written))
-    }
-
-    async fn write_batch_item_by_item(
-        &self,
-        starts: &[NewGeneration],
-        finishes: &[Finish],
-    ) -> Result<Written, DbErr> {
-        let txn = self.db.begin().await?;
-        let mut written = Written {
-            started: Vec::with_capacity(starts.len()),
-            finished: Vec::with_capacity(finishes.len()),
-        };
-        for new in starts {
-            let savepoint = txn.begin().await?;
-            match Store::insert_generation(&savepoint, new).await {
-                Ok(rows) => {
-                    savepoint.commit().await?;
-                    written.started.push(Ok(rows));
-                }
-                Err(e) => {
-                    savepoint.rollback().await?;
-                    written.started.push(Err(e));
-                }
-            }
-        }
-        for record in finishes {
-            let savepoint = txn.begin().await?;
-            let at = now();
-            match Store::write_finish(&savepoint, record, at).await {
-                Ok(()) => {
-                    savepoint.commit().await?;
-                    written.finished.push(Ok(at));
-                }
-                Err(e) => {
-                    savepoint.rollback().await?;
-                    written.finished.push(Err(e));
-                }
-            }
-        }
-        txn.commit().await?;
-        Ok(written)
     }
 
     /// Inserts the `streaming` assistant message (with the id chosen for it) and its
