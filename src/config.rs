@@ -54,6 +54,29 @@ impl Default for UpstreamTimeouts {
     }
 }
 
+/// The HTTP version spoken to an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamHttp {
+    /// HTTP/2 (h2 over TLS, h2c with prior knowledge in cleartext) instead of HTTP/1.1. The
+    /// upstream must speak it: there is no fallback.
+    pub http2: bool,
+    /// With HTTP/2, the most answers streamed at once on one connection; more open another
+    /// connection. Keep it at or under the server's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub http2_max_streams: usize,
+}
+
+impl Default for UpstreamHttp {
+    fn default() -> Self {
+        Self {
+            http2: false,
+            http2_max_streams: 100,
+        }
+    }
+}
+
+/// The range accepted for `http2_max_streams`.
+const HTTP2_MAX_STREAMS: std::ops::RangeInclusive<usize> = 1..=10_000;
+
 /// Price of one model, in US dollars per million tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +94,7 @@ pub struct ProviderSettings {
     pub models: Vec<String>,
     pub headers: BTreeMap<String, String>,
     pub timeouts: UpstreamTimeouts,
+    pub http: UpstreamHttp,
     pub prices: BTreeMap<String, Price>,
     /// Models (`provider/model`) tried in order when this provider fails before the first delta.
     pub fallbacks: Vec<String>,
@@ -108,6 +132,8 @@ pub struct Settings {
     pub default_model: Option<String>,
     pub providers: Vec<ProviderSettings>,
     pub upstream: UpstreamTimeouts,
+    /// The HTTP version for providers that do not set their own.
+    pub upstream_http: UpstreamHttp,
     /// Interval of SSE keep-alive comments.
     pub keepalive: Duration,
     /// Interval at which the running text of every generation is written to the database.
@@ -192,6 +218,7 @@ impl Settings {
             default_model: None,
             providers: Vec::new(),
             upstream: UpstreamTimeouts::default(),
+            upstream_http: UpstreamHttp::default(),
             keepalive: Duration::from_secs(15),
             checkpoint_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
@@ -296,6 +323,39 @@ impl Settings {
         )? {
             settings.upstream.idle = d;
         }
+        if let Some(v) = var("SLUICE_UPSTREAM_HTTP2") {
+            settings.upstream_http.http2 = match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "SLUICE_UPSTREAM_HTTP2: `{v}` is not `true` or `false`"
+                    )));
+                }
+            };
+        } else if let Some(http2) = upstream_file.http2 {
+            settings.upstream_http.http2 = http2;
+        }
+        match var("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS") {
+            Some(v) => {
+                settings.upstream_http.http2_max_streams = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| HTTP2_MAX_STREAMS.contains(n))
+                    .ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "SLUICE_UPSTREAM_HTTP2_MAX_STREAMS: `{v}` must be a number from 1 \
+                             to 10000"
+                        ))
+                    })?;
+            }
+            None => {
+                if let Some(n) = upstream_file.http2_max_streams {
+                    settings.upstream_http.http2_max_streams =
+                        max_streams("[upstream] http2_max_streams", n)?;
+                }
+            }
+        }
         if let Some(d) = secs("SLUICE_KEEPALIVE_SECS", file.keepalive_secs)? {
             if d.is_zero() {
                 return Err(ConfigError::Invalid(
@@ -343,7 +403,12 @@ impl Settings {
             }
         }
 
-        settings.providers = resolve_providers(file.providers, env, settings.upstream)?;
+        settings.providers = resolve_providers(
+            file.providers,
+            env,
+            settings.upstream,
+            settings.upstream_http,
+        )?;
         settings.aliases = file.aliases;
         settings.cors_origins = match var("SLUICE_CORS_ORIGINS") {
             Some(v) => CorsOrigins::parse(&[v])?,
@@ -438,6 +503,19 @@ pub struct FileUpstream {
     pub connect_timeout_secs: Option<u64>,
     pub first_token_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
+    pub http2: Option<bool>,
+    pub http2_max_streams: Option<usize>,
+}
+
+/// Checks a file's `http2_max_streams`.
+fn max_streams(key: &str, n: usize) -> Result<usize, ConfigError> {
+    if HTTP2_MAX_STREAMS.contains(&n) {
+        Ok(n)
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{key} must be a number from 1 to 10000, not {n}"
+        )))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -462,6 +540,8 @@ pub struct FileProvider {
     pub connect_timeout_secs: Option<u64>,
     pub first_token_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
+    pub http2: Option<bool>,
+    pub http2_max_streams: Option<usize>,
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
     #[serde(default)]
@@ -563,6 +643,7 @@ fn resolve_providers(
     file: Vec<FileProvider>,
     env: &HashMap<String, String>,
     defaults: UpstreamTimeouts,
+    http: UpstreamHttp,
 ) -> Result<Vec<ProviderSettings>, ConfigError> {
     let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
     let mut out = Vec::new();
@@ -614,6 +695,13 @@ fn resolve_providers(
                 .idle_timeout_secs
                 .map_or(defaults.idle, Duration::from_secs),
         };
+        let provider_http = UpstreamHttp {
+            http2: p.http2.unwrap_or(http.http2),
+            http2_max_streams: match p.http2_max_streams {
+                Some(n) => max_streams(&format!("provider `{}`: http2_max_streams", p.name), n)?,
+                None => http.http2_max_streams,
+            },
+        };
         out.push(ProviderSettings {
             name: p.name,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -621,6 +709,7 @@ fn resolve_providers(
             models,
             headers: p.headers,
             timeouts,
+            http: provider_http,
             prices: p.prices,
             fallbacks: p.fallbacks,
         });
@@ -650,6 +739,7 @@ fn resolve_providers(
             models: preset.models.iter().map(|m| (*m).to_owned()).collect(),
             headers: BTreeMap::new(),
             timeouts: defaults,
+            http,
             prices: BTreeMap::new(),
             fallbacks: Vec::new(),
         });
@@ -708,6 +798,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("local"), "{err}");
+    }
+
+    #[test]
+    fn http2_is_set_for_all_providers_and_overridden_per_provider() {
+        let file = parse_file(
+            "[upstream]\nhttp2_max_streams = 50\n[[providers]]\nname = \"local\"\n\
+             base_url = \"http://127.0.0.1:1/v1\"\nhttp2 = false\n",
+        )
+        .unwrap();
+        let s = Settings::from_parts(
+            file,
+            &env(&[
+                ("SLUICE_UPSTREAM_HTTP2", "true"),
+                ("OPENAI_API_KEY", "sk-x"),
+            ]),
+        )
+        .unwrap();
+        let local = s.providers.iter().find(|p| p.name == "local").unwrap();
+        let openai = s.providers.iter().find(|p| p.name == "openai").unwrap();
+        assert!(!local.http.http2);
+        assert_eq!(local.http.http2_max_streams, 50);
+        assert!(openai.http.http2);
+        assert_eq!(openai.http.http2_max_streams, 50);
+    }
+
+    #[test]
+    fn bad_http2_settings_are_refused_naming_the_setting() {
+        let err = Settings::from_parts(
+            FileConfig::default(),
+            &env(&[("SLUICE_UPSTREAM_HTTP2", "maybe")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SLUICE_UPSTREAM_HTTP2"), "{err}");
+        let err = Settings::from_parts(
+            FileConfig::default(),
+            &env(&[("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS"), "{err}");
+        let file = parse_file(
+            "[[providers]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+             http2_max_streams = 0\n",
+        )
+        .unwrap();
+        let err = Settings::from_parts(file, &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("local") && err.contains("http2_max_streams"),
+            "{err}"
+        );
     }
 
     #[test]

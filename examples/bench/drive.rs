@@ -220,7 +220,7 @@ pub async fn mock_requests(client: &reqwest::Client, mock: &str) -> Result<u64> 
 }
 
 /// One counter of the mock's `/__mock/stats`.
-async fn mock_stat(client: &reqwest::Client, mock: &str, name: &str) -> Result<u64> {
+pub async fn mock_stat(client: &reqwest::Client, mock: &str, name: &str) -> Result<u64> {
     let stats: Value = client
         .get(format!("{mock}/__mock/stats"))
         .send()

@@ -6,7 +6,8 @@
 //! cargo run --release --example bench -- [--quick] [--rounds N] [--answers N]
 //!     [--concurrency 1,100,1000] [--delay-ms 0,5] [--tokens 200] [--targets direct,conversations,v1]
 //!     [--open-streams 10000] [--open-first-delay-ms 15000] [--open-timeout-secs 120]
-//!     [--answer-timeout-secs 60] [--postgres URL] [--out PATH] [--no-build] [--no-warmup]
+//!     [--answer-timeout-secs 60] [--postgres URL] [--upstream-http2 [STREAMS]] [--out PATH]
+//!     [--no-build] [--no-warmup]
 //! ```
 //!
 //! It builds `sluice` and the `mock_upstream` example in release mode, starts both as child
@@ -79,6 +80,10 @@ struct Args {
     /// instead of a SQLite file, e.g. postgres://postgres@127.0.0.1:5432/postgres.
     #[arg(long)]
     postgres: Option<String>,
+    /// sluice speaks HTTP/2 (h2c) to the mock, with at most STREAMS answers per connection
+    /// (`SLUICE_UPSTREAM_HTTP2`, `SLUICE_UPSTREAM_HTTP2_MAX_STREAMS`) [default: HTTP/1.1].
+    #[arg(long, num_args = 0..=1, default_missing_value = "100", value_name = "STREAMS")]
+    upstream_http2: Option<usize>,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -102,6 +107,9 @@ struct Plan {
 impl Plan {
     fn new(args: &Args) -> Result<Plan> {
         let quick = args.quick;
+        if args.upstream_http2 == Some(0) {
+            bail!("--upstream-http2 must allow at least 1 answer per connection");
+        }
         let tokens = args.tokens.unwrap_or(if quick { 20 } else { 200 });
         if tokens == 0 {
             bail!("--tokens must be at least 1");
@@ -316,6 +324,8 @@ struct Launch {
     database_url: String,
     key: String,
     mock_v1: String,
+    /// `--upstream-http2`: streams per upstream connection.
+    http2_streams: Option<usize>,
 }
 
 async fn start_sluice(launch: &Launch, extra: &[(&str, &str)]) -> Result<Proc> {
@@ -330,6 +340,10 @@ async fn start_sluice(launch: &Launch, extra: &[(&str, &str)]) -> Result<Proc> {
         .env("OPENAI_API_KEY", "x")
         .env("SLUICE_DEFAULT_MODEL", "openai/mock-model")
         .env("RUST_LOG", LOG_FILTER);
+    if let Some(streams) = launch.http2_streams {
+        cmd.env("SLUICE_UPSTREAM_HTTP2", "true")
+            .env("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS", streams.to_string());
+    }
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -450,6 +464,10 @@ async fn run(args: Args, started: Instant) -> Result<bool> {
         cores: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         revision: revision(&manifest),
         database,
+        upstream: match args.upstream_http2 {
+            Some(n) => format!("HTTP/2 (h2c), at most {n} answers per connection"),
+            None => "HTTP/1.1".to_owned(),
+        },
         nofile,
         clk_tck: clk.0,
         clk_tck_measured: clk.1,
@@ -521,6 +539,7 @@ async fn run_with_database(
         database_url: database_url.to_owned(),
         key: format!("sk_live_{}", uuid::Uuid::new_v4().simple()),
         mock_v1: format!("{mock_base}/v1"),
+        http2_streams: args.upstream_http2,
     };
     let mut sluice = start_sluice(&launch, &[]).await?;
     eprintln!(
@@ -671,6 +690,7 @@ async fn open_streams(
     )
     .await;
     let mut report = report;
+    report.upstream_http2 = args.upstream_http2;
     logs.push(log_summary("open streams", &sluice));
     if let Some(status) = sluice.exited() {
         report.sluice_exit = Some(format!(

@@ -38,6 +38,10 @@ pub struct OpenReport {
     pub errors: Errors,
     pub keepalives_mean: f64,
     pub upstream_calls: Option<u64>,
+    /// TCP connections the mock accepted during the scenario (sluice's upstream connections).
+    pub upstream_connections: Option<u64>,
+    /// `--upstream-http2`: answers per upstream connection.
+    pub upstream_http2: Option<usize>,
     /// From the first request until every stream ended.
     pub stream_wall: Duration,
     pub timed_out: bool,
@@ -146,6 +150,9 @@ pub async fn run(
     report.setup_wall = setup_wall;
     report.errors.absorb(setup_errors);
     let calls_before = drive::mock_requests(&ctx.client, &ctx.mock).await.ok();
+    let connections_before = drive::mock_stat(&ctx.client, &ctx.mock, "connections")
+        .await
+        .ok();
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     report.rss_before_kib = procs::status_kib(sluice_pid, "VmRSS");
@@ -255,6 +262,12 @@ pub async fn run(
         drive::mock_requests(&ctx.client, &ctx.mock).await,
     ) {
         report.upstream_calls = Some(after.saturating_sub(before));
+    }
+    if let (Some(before), Ok(after)) = (
+        connections_before,
+        drive::mock_stat(&ctx.client, &ctx.mock, "connections").await,
+    ) {
+        report.upstream_connections = Some(after.saturating_sub(before));
     }
     report
 }

@@ -37,6 +37,8 @@ pub struct Meta {
     pub machine: String,
     pub revision: String,
     pub database: String,
+    /// How sluice speaks to the mock.
+    pub upstream: String,
     pub nofile: String,
     pub clk_tck: u64,
     pub clk_tck_measured: bool,
@@ -159,8 +161,8 @@ pub fn render(
     let _ = writeln!(w, "- revision: {}", meta.revision);
     let _ = writeln!(
         w,
-        "- database: {}; sluice `RUST_LOG={}`; RLIMIT_NOFILE {}",
-        meta.database, meta.log_filter, meta.nofile
+        "- database: {}; sluice to the mock: {}; sluice `RUST_LOG={}`; RLIMIT_NOFILE {}",
+        meta.database, meta.upstream, meta.log_filter, meta.nofile
     );
     let _ = writeln!(
         w,
@@ -357,12 +359,19 @@ fn render_open(w: &mut String, o: &OpenReport) {
         crate::drive::SETUP_CONCURRENCY,
         o.setup_ok,
     );
-    // Each open stream holds two sockets in sluice: the client's and the upstream's.
-    let needed = 2 * o.requested as u64 + 64;
+    // Each open stream holds the client's socket in sluice, and over HTTP/1.1 an upstream one.
+    let requested = o.requested as u64;
+    let (needed, held) = match o.upstream_http2 {
+        Some(per) => (
+            requested + requested.div_ceil(per.max(1) as u64) + 64,
+            "the client's socket, plus one upstream connection per HTTP/2 connection's worth of streams",
+        ),
+        None => (2 * requested + 64, "two sockets (client and upstream)"),
+    };
     if needed > o.fd_limit {
         let _ = writeln!(
             w,
-            "**Note:** each open stream holds two sockets in sluice (client and upstream), so {} streams open at once need about {needed} file descriptors, \
+            "**Note:** each open stream holds {held} in sluice, so {} streams open at once need about {needed} file descriptors, \
              more than RLIMIT_NOFILE {} (the bench could not raise the hard limit): had they all been open at the same time, sluice would have run out of descriptors.\n",
             o.requested, o.fd_limit
         );
@@ -438,6 +447,12 @@ fn render_open(w: &mut String, o: &OpenReport) {
         w,
         "| upstream calls made by sluice | {} |",
         o.upstream_calls
+            .map_or_else(|| "–".to_owned(), |v| v.to_string())
+    );
+    let _ = writeln!(
+        w,
+        "| connections the mock accepted (sluice's upstream connections) | {} |",
+        o.upstream_connections
             .map_or_else(|| "–".to_owned(), |v| v.to_string())
     );
     let _ = writeln!(

@@ -3,6 +3,7 @@
 //! Vendor types never leave this module: the generation core sees `StreamEvent`s and
 //! `ProviderError`s only.
 
+mod connections;
 mod demo;
 mod event_stream;
 mod openai;

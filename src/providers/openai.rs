@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use async_openai::config::{Config, OpenAIConfig};
 use async_openai::error::OpenAIError;
-use async_openai::middleware::retry::{OpenAIRetry, OpenAIRetryLayer};
-use async_openai::middleware::{HttpRequestFactory, ReqwestService};
+use async_openai::middleware::HttpRequestFactory;
 use axum::body::Bytes;
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, header};
@@ -28,8 +27,9 @@ use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 
+use super::connections::{Clients, Lease};
 use super::event_stream::{Decoder, Event};
 use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent, ToolCallDelta};
 use crate::config::ProviderSettings;
@@ -43,13 +43,12 @@ const DRAIN: Duration = Duration::from_millis(500);
 pub struct OpenAiCompatible {
     name: String,
     target: std::sync::Arc<Target>,
-    service: OpenAIRetry<ReqwestService>,
+    clients: Clients,
 }
 
 /// Where and how requests are sent.
 struct Target {
-    http: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     headers: HeaderMap,
 }
 
@@ -84,20 +83,12 @@ impl OpenAiCompatible {
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
-        // One pooled client per provider: connections are reused across requests, and Nagle's
-        // algorithm is off so small chunks are not held back.
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.timeouts.connect)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self {
             name: settings.name.clone(),
-            service: OpenAIRetryLayer::default().layer(ReqwestService::new(http.clone())),
+            clients: Clients::new(settings.http, &settings.timeouts)?,
             target: std::sync::Arc::new(Target {
-                url: config.url("/chat/completions"),
-                http,
+                url: reqwest::Url::parse(&config.url("/chat/completions"))
+                    .map_err(|e| format!("base_url is not a valid URL: {e}"))?,
                 headers,
             }),
         })
@@ -347,6 +338,8 @@ fn has_empty_finish(chunk: &Value) -> bool {
 /// One upstream body being read: the decoder's events become sluice's events in `queue`.
 struct Reading {
     response: reqwest::Response,
+    /// The place on an upstream connection, held until the body is dropped.
+    _lease: Lease,
     decoder: Decoder,
     queue: Queue,
     ends: Ends,
@@ -455,15 +448,13 @@ impl Provider for OpenAiCompatible {
         let target = self.target.clone();
         // Rebuilt for each attempt of the retry layer; the body is shared, not copied.
         let factory = HttpRequestFactory::new(move || {
-            let request = target
-                .http
-                .post(&target.url)
-                .headers(target.headers.clone())
-                .body(body.clone())
-                .build();
-            async move { request.map_err(OpenAIError::Reqwest) }
+            let mut request = reqwest::Request::new(reqwest::Method::POST, target.url.clone());
+            *request.headers_mut() = target.headers.clone();
+            *request.body_mut() = Some(reqwest::Body::from(body.clone()));
+            async move { Ok::<_, OpenAIError>(request) }
         });
-        let response = self
+        let lease = self.clients.lease().map_err(ProviderError::Connect)?;
+        let response = lease
             .service
             .clone()
             .oneshot(factory)
@@ -474,6 +465,7 @@ impl Provider for OpenAiCompatible {
         }
         let reading = Reading {
             response,
+            _lease: lease,
             decoder: Decoder::new(MAX_LINE),
             queue: Queue::new(),
             ends: Ends::default(),

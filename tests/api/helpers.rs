@@ -77,6 +77,7 @@ pub fn test_settings(database_url: &str, mock: &MockUpstream) -> Settings {
         models: vec!["mock-model".into()],
         headers: BTreeMap::new(),
         timeouts: settings.upstream,
+        http: settings.upstream_http,
         prices: BTreeMap::new(),
         fallbacks: Vec::new(),
     }];

@@ -69,6 +69,70 @@ async fn answers_one_after_another_reuse_one_upstream_connection() {
 }
 
 #[tokio::test]
+async fn over_http2_answers_share_connections_up_to_the_stream_limit() {
+    let app = spawn_app_with(|settings| {
+        settings.providers[0].http = sluice::config::UpstreamHttp {
+            http2: true,
+            http2_max_streams: 2,
+        };
+    })
+    .await;
+    let mut script = slow(&["a", "b", "c"], 150);
+    script.first_delay_ms = 150;
+    app.mock.set_default(script);
+    let mut chats = Vec::new();
+    for i in 0..5 {
+        chats.push(app.chat_with_question(&format!("question {i}")).await);
+    }
+    // Five answers at once, at most two on a connection: three connections.
+    let app = &app;
+    let answers = futures::future::join_all(chats.iter().map(|chat| async move {
+        app.stream(&format!("/conversations/inference/{chat}"), None)
+            .await
+            .collect()
+            .await
+    }))
+    .await;
+    for events in &answers {
+        assert_eq!(text_of(events), "abc");
+        assert_eq!(named(events, "done").unwrap()["status"], "complete");
+    }
+    assert_eq!(app.mock.connection_count(), 3);
+    // Later answers go on the connections already open.
+    let chat = app.chat_with_question("one more").await;
+    let events = app
+        .stream(&format!("/conversations/inference/{chat}"), None)
+        .await
+        .collect()
+        .await;
+    assert_eq!(text_of(&events), "abc");
+    assert_eq!(app.mock.connection_count(), 3);
+    assert_eq!(app.mock.request_count(), 6);
+}
+
+#[tokio::test]
+async fn a_client_speaking_h2c_streams_an_answer_from_sluice() {
+    let app = spawn_app().await;
+    app.mock.push(Script::text(&["over ", "h2"]));
+    let chat = app.chat_with_question("which protocol?").await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .get(format!("{}/conversations/inference/{chat}", app.base))
+        .bearer_auth(&app.key)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let events = SseClient::new(response).collect().await;
+    assert_eq!(text_of(&events), "over h2");
+    assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+}
+
+#[tokio::test]
 async fn the_context_holds_the_whole_history_in_order() {
     let app = spawn_app().await;
     let chat = app.create_chat("history").await;
