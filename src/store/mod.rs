@@ -46,6 +46,10 @@ fn sqlite_options(options: &mut ConnectOptions, connections: u32) {
     options
         .max_connections(connections)
         .min_connections(1)
+        // A SQLite connection lives in this process: there is no server or network that could
+        // have dropped it. The pool's default ping before every checkout would be one more round
+        // trip to the connection's thread for every statement.
+        .test_before_acquire(false)
         .map_sqlx_sqlite_opts(|o: SqliteConnectOptions| {
             o.create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
@@ -70,7 +74,12 @@ impl Store {
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
         if !url.starts_with("sqlite:") {
-            options.max_connections(16).min_connections(1);
+            // Ping a server connection before handing it out only once it has been idle long
+            // enough to have been dropped by the server or a proxy, not before every statement.
+            options
+                .max_connections(16)
+                .min_connections(1)
+                .test_before_acquire_if_idle_for(Duration::from_secs(30));
             let db = Database::connect(options).await?;
             return Ok(Self {
                 reader: db.clone(),
