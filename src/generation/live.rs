@@ -88,6 +88,10 @@ pub struct Live {
     state: Mutex<State>,
     version: watch::Sender<u64>,
     cancel: CancellationToken,
+    /// Set by `cancel`, read by the relay for every chunk without taking a lock.
+    stopping: std::sync::atomic::AtomicBool,
+    /// The relay task's waker, woken by `cancel`.
+    relay_waker: futures::task::AtomicWaker,
 }
 
 impl Live {
@@ -101,6 +105,8 @@ impl Live {
             state: Mutex::new(State::default()),
             version: watch::Sender::new(0),
             cancel: CancellationToken::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            relay_waker: futures::task::AtomicWaker::new(),
         }
     }
 
@@ -233,6 +239,9 @@ impl Live {
             let mut st = self.lock();
             st.cancel_reason.get_or_insert(reason);
         }
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.relay_waker.wake();
         self.cancel.cancel();
     }
 
@@ -242,6 +251,13 @@ impl Live {
 
     pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.cancel.cancelled()
+    }
+
+    /// Resolves once `cancel` was called, like `cancelled`, for the relay loop, which polls it
+    /// once per chunk: an atomic load and a waker registration, where the token's future takes
+    /// two locks. One task at a time may wait on it (it keeps a single waker).
+    pub(crate) fn stop_requested(&self) -> StopRequested<'_> {
+        StopRequested(self)
     }
 
     /// The text to checkpoint, if it grew since the last one.
@@ -394,5 +410,53 @@ impl Subscription {
             return Some(GenEvent::Done(done.clone()));
         }
         None
+    }
+}
+
+/// See [`Live::stop_requested`].
+pub(crate) struct StopRequested<'a>(&'a Live);
+
+impl std::future::Future for StopRequested<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        use std::sync::atomic::Ordering;
+        let live = self.0;
+        if live.stopping.load(Ordering::Acquire) {
+            return std::task::Poll::Ready(());
+        }
+        live.relay_waker.register(cx.waker());
+        // `cancel` may have run between the load and the registration.
+        if live.stopping.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_wakes_the_relay_waiting_for_it() {
+        let live = Arc::new(Live::new(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()));
+        let waiting = {
+            let live = Arc::clone(&live);
+            tokio::spawn(async move { live.stop_requested().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        live.cancel(CancelReason::Stop);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the stop")
+            .expect("the waiting task");
+        // Once stopped, it is ready at once.
+        live.stop_requested().await;
     }
 }

@@ -273,7 +273,7 @@ async fn relay(job: &Job, target: &Resolved, stats: &mut Stats) -> (Outcome, Opt
     // One timer and one cancellation waiter for the whole answer. The timer is armed lazily:
     // it fires at the earliest possible deadline and is re-armed if the stream was active
     // since, so a chunk costs an `Instant::now()`, not a timer update.
-    let cancel = live.cancelled();
+    let cancel = live.stop_requested();
     tokio::pin!(cancel);
     let timer = tokio::time::sleep_until(first_token_deadline);
     tokio::pin!(timer);
