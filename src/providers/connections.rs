@@ -125,6 +125,8 @@ impl Clients {
         let member = match members.list.iter().position(|m| m.active < limit) {
             Some(i) => &mut members.list[i],
             None => {
+                // Built under the lock, so that a burst of answers fills one new client
+                // instead of making one each.
                 let service = self.build()?;
                 let id = members.next_id;
                 members.next_id += 1;
