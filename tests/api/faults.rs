@@ -96,6 +96,31 @@ async fn a_cut_connection_is_an_incomplete_answer_not_a_complete_one() {
 }
 
 #[tokio::test]
+async fn over_http2_a_cut_stream_is_an_incomplete_answer_and_its_connection_serves_on() {
+    let app = spawn_app_with(|settings| {
+        settings.providers[0].http = sluice::config::UpstreamHttp {
+            http2: true,
+            http2_max_streams: 100,
+        };
+    })
+    .await;
+    let mut script = Script::text(&["one ", "two ", "three"]);
+    script.cut_after = Some(1);
+
+    let (events, chat) = run(&app, script).await;
+
+    assert_error_then_done(&events);
+    assert_eq!(text_of(&events), "one ");
+    assert_eq!(named(&events, "done").unwrap()["status"], "incomplete");
+    assert_eq!(app.stored_answer(&chat).await["message"], "one ");
+
+    // The next answer is whole, whatever became of the connection the cut stream was on.
+    let (events, _) = run(&app, Script::text(&["whole"])).await;
+    assert_eq!(text_of(&events), "whole");
+    assert_eq!(named(&events, "done").unwrap()["status"], "complete");
+}
+
+#[tokio::test]
 async fn a_stream_that_ends_without_finishing_is_truncated() {
     let app = spawn_app().await;
     let mut script = Script::text(&["one ", "two"]);

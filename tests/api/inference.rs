@@ -77,8 +77,9 @@ async fn over_http2_answers_share_connections_up_to_the_stream_limit() {
         };
     })
     .await;
-    let mut script = slow(&["a", "b", "c"], 150);
-    script.first_delay_ms = 150;
+    // Each answer lasts over a second, so that the five overlap even on a busy machine.
+    let mut script = slow(&["a", "b", "c"], 100);
+    script.first_delay_ms = 1000;
     app.mock.set_default(script);
     let mut chats = Vec::new();
     for i in 0..5 {
