@@ -5,8 +5,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{ConfigError, Settings};
 use crate::generation::{Hub, HubConfig};
@@ -219,19 +224,100 @@ impl Application {
             closing.cancel();
         });
         tracing::info!(addr = %self.addr, "sluice listening on http://{}", self.addr);
-        // Nagle's algorithm would hold small SSE frames back for up to 40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        // `into_make_service` prepares the router once; serving a `Router` directly rebuilds its
-        // route tables for every connection (about 30 KiB each, kept while it is open).
-        let served = axum::serve(listener, self.sluice.router().into_make_service())
-            .with_graceful_shutdown(self.sluice.shutdown_signal())
-            .await;
+        let served = serve(
+            self.listener,
+            self.sluice.router(),
+            self.sluice.shutdown_signal(),
+        )
+        .await;
         tracing::info!("no longer accepting");
         self.sluice.finish().await;
         served
     }
+}
+
+/// The first bytes of an HTTP/2 connection with prior knowledge (h2c).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serves `router` until `shutdown` resolves, then lets open connections finish.
+///
+/// `axum::serve` would do the same, but it tells HTTP/1.1 from h2c by reading the first 24
+/// bytes before handing the connection to hyper, whose first read then returns only those
+/// bytes: the request head needs a second read, and hyper grows its read buffer from 8 to
+/// 16 KiB for it, kept for the connection's life. Here the version is told by peeking, so
+/// hyper's first read sees the whole head.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Nagle's algorithm would hold small SSE frames back for up to 40 ms.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Ok(h2) = speaks_h2c(&tcp).await else {
+                return;
+            };
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let builder = if h2 {
+                builder.http2_only()
+            } else {
+                builder.http1_only()
+            };
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Whether a new connection starts with the h2c preface, read without consuming it.
+async fn speaks_h2c(tcp: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    // A client that sends the preface in pieces is given a moment for the rest.
+    for _ in 0..100 {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(false)
+}
+
+/// A failed accept: a connection that died in the backlog is skipped; anything else (out of
+/// descriptors, say) is logged and retried after a pause instead of spinning.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.
