@@ -825,19 +825,14 @@ mod tests {
 
     #[test]
     fn bad_http2_settings_are_refused_naming_the_setting() {
-        let err = Settings::from_parts(
-            FileConfig::default(),
-            &env(&[("SLUICE_UPSTREAM_HTTP2", "maybe")]),
-        )
-        .unwrap_err()
-        .to_string();
+        let refused = |pairs: &[(&str, &str)]| {
+            Settings::from_parts(FileConfig::default(), &env(pairs))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(&[("SLUICE_UPSTREAM_HTTP2", "maybe")]);
         assert!(err.contains("SLUICE_UPSTREAM_HTTP2"), "{err}");
-        let err = Settings::from_parts(
-            FileConfig::default(),
-            &env(&[("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS", "0")]),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refused(&[("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS", "0")]);
         assert!(err.contains("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS"), "{err}");
         let file = parse_file(
             "[[providers]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\

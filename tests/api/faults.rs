@@ -81,13 +81,13 @@ async fn an_error_chunk_mid_stream_keeps_the_partial_answer_as_incomplete() {
     assert_eq!(app.stored_answer(&chat).await["message"], "one two ");
 }
 
-#[tokio::test]
-async fn a_cut_connection_is_an_incomplete_answer_not_a_complete_one() {
-    let app = spawn_app().await;
+/// An upstream stream cut after its first chunk: an `error`, then `done` with the partial
+/// answer `incomplete`, as shown and as stored.
+async fn assert_a_cut_stream_is_incomplete(app: &TestApp) {
     let mut script = Script::text(&["one ", "two ", "three"]);
     script.cut_after = Some(1);
 
-    let (events, chat) = run(&app, script).await;
+    let (events, chat) = run(app, script).await;
 
     assert_error_then_done(&events);
     assert_eq!(text_of(&events), "one ");
@@ -96,23 +96,14 @@ async fn a_cut_connection_is_an_incomplete_answer_not_a_complete_one() {
 }
 
 #[tokio::test]
+async fn a_cut_connection_is_an_incomplete_answer_not_a_complete_one() {
+    assert_a_cut_stream_is_incomplete(&spawn_app().await).await;
+}
+
+#[tokio::test]
 async fn over_http2_a_cut_stream_is_an_incomplete_answer_and_its_connection_serves_on() {
-    let app = spawn_app_with(|settings| {
-        settings.providers[0].http = sluice::config::UpstreamHttp {
-            http2: true,
-            http2_max_streams: 100,
-        };
-    })
-    .await;
-    let mut script = Script::text(&["one ", "two ", "three"]);
-    script.cut_after = Some(1);
-
-    let (events, chat) = run(&app, script).await;
-
-    assert_error_then_done(&events);
-    assert_eq!(text_of(&events), "one ");
-    assert_eq!(named(&events, "done").unwrap()["status"], "incomplete");
-    assert_eq!(app.stored_answer(&chat).await["message"], "one ");
+    let app = spawn_app_over_http2(100).await;
+    assert_a_cut_stream_is_incomplete(&app).await;
 
     // The next answer is whole, whatever became of the connection the cut stream was on.
     let (events, _) = run(&app, Script::text(&["whole"])).await;

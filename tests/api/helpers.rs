@@ -88,6 +88,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// The app with its provider spoken to over HTTP/2 (h2c), at most `max_streams` answers per
+/// upstream connection.
+pub async fn spawn_app_over_http2(max_streams: usize) -> TestApp {
+    spawn_app_with(|settings| {
+        settings.providers[0].http = sluice::config::UpstreamHttp {
+            http2: true,
+            http2_max_streams: max_streams,
+        };
+    })
+    .await
+}
+
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mock = MockUpstream::start().await.expect("mock upstream");
     let (database_url, dir) = fresh_database().await;

@@ -70,13 +70,7 @@ async fn answers_one_after_another_reuse_one_upstream_connection() {
 
 #[tokio::test]
 async fn over_http2_answers_share_connections_up_to_the_stream_limit() {
-    let app = spawn_app_with(|settings| {
-        settings.providers[0].http = sluice::config::UpstreamHttp {
-            http2: true,
-            http2_max_streams: 2,
-        };
-    })
-    .await;
+    let app = spawn_app_over_http2(2).await;
     // Each answer lasts over a second, so that the five overlap even on a busy machine.
     let mut script = slow(&["a", "b", "c"], 100);
     script.first_delay_ms = 1000;
