@@ -93,6 +93,17 @@ struct Args {
     /// Skip the unrecorded warm-up pass before the first round of each workload.
     #[arg(long)]
     no_warmup: bool,
+    /// One more environment variable for sluice, e.g. `TOKIO_WORKER_THREADS=1` (repeatable);
+    /// it shows in the report's command line.
+    #[arg(long = "sluice-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    sluice_env: Vec<(String, String)>,
+}
+
+fn parse_env(raw: &str) -> std::result::Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
+    }
 }
 
 /// The settings after `--quick` and the defaults are applied.
@@ -326,6 +337,8 @@ struct Launch {
     mock_v1: String,
     /// `--upstream-http2`: streams per upstream connection.
     http2_streams: Option<usize>,
+    /// `--sluice-env`.
+    env: Vec<(String, String)>,
 }
 
 async fn start_sluice(launch: &Launch, extra: &[(&str, &str)]) -> Result<Proc> {
@@ -343,6 +356,9 @@ async fn start_sluice(launch: &Launch, extra: &[(&str, &str)]) -> Result<Proc> {
     if let Some(streams) = launch.http2_streams {
         cmd.env("SLUICE_UPSTREAM_HTTP2", "true")
             .env("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS", streams.to_string());
+    }
+    for (k, v) in &launch.env {
+        cmd.env(k, v);
     }
     for (k, v) in extra {
         cmd.env(k, v);
@@ -540,6 +556,7 @@ async fn run_with_database(
         key: format!("sk_live_{}", uuid::Uuid::new_v4().simple()),
         mock_v1: format!("{mock_base}/v1"),
         http2_streams: args.upstream_http2,
+        env: args.sluice_env.clone(),
     };
     let mut sluice = start_sluice(&launch, &[]).await?;
     eprintln!(

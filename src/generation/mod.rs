@@ -42,6 +42,38 @@ pub enum Variant {
     Internet,
 }
 
+/// A question as the database had it when a reader arrived.
+pub struct Asked {
+    pub question: message::Model,
+    /// The answer to it, if one was started.
+    pub answer: Option<message::Model>,
+    /// The chat's messages before the question, in order.
+    pub history: Vec<message::Model>,
+}
+
+impl Asked {
+    /// Picks `question_id` out of a chat's messages (in sequence order); `None` when it is not
+    /// among them.
+    pub fn from_thread(mut thread: Vec<message::Model>, question_id: Uuid) -> Option<Self> {
+        let at = thread.iter().position(|m| m.id == question_id)?;
+        let answer = thread[at + 1..]
+            .iter()
+            .position(|m| m.reply_to == Some(question_id))
+            .map(|i| thread.swap_remove(at + 1 + i));
+        thread.truncate(at + 1);
+        let question = thread.pop()?;
+        Some(Self {
+            question,
+            answer,
+            history: thread,
+        })
+    }
+}
+
+/// See [`Hub::mark`].
+#[derive(Clone, Copy, Debug)]
+pub struct StartMark(u64);
+
 /// The registry of running generations of this process.
 pub struct Hub {
     store: Store,
@@ -92,23 +124,34 @@ impl Hub {
         self.running().len()
     }
 
-    /// The log answering `question`: the running one, the saved one, or a new generation of
-    /// `variant` (an answer belongs to its question: whichever variant started it is the one
-    /// every reader gets).
+    /// A mark to take before reading a question's answer from the database, and to hand to
+    /// [`Hub::answer`] with what was read: it tells whether the answer may have been saved
+    /// after the read.
+    pub fn mark(&self) -> StartMark {
+        StartMark(self.forgotten.mark())
+    }
+
+    /// The log answering `asked.question`: the running one, the saved one, or a new generation
+    /// of `variant` (an answer belongs to its question: whichever variant started it is the one
+    /// every reader gets). `asked` was read from the database after `mark` was taken.
     pub async fn answer(
         self: &Arc<Self>,
         workspace_id: Uuid,
         chat: &chat::Model,
-        question: &message::Model,
+        asked: Asked,
+        mark: StartMark,
         variant: Variant,
     ) -> Result<Arc<Live>> {
-        if let Some(live) = self.running().get(&question.id) {
+        let question_id = asked.question.id;
+        if let Some(live) = self.running().get(&question_id) {
             return Ok(live.clone());
         }
-        let mark = self.forgotten.mark();
         // A saved answer still marked `streaming` may be one whose task is registering right
         // now: only the locked path below may conclude it is not running here.
-        let saved = self.saved_answer(question.id).await?;
+        let saved = match asked.answer {
+            Some(answer) => Some(self.saved(answer).await?),
+            None => None,
+        };
         if let Some(saved) = &saved {
             let settled = saved
                 .finished()
@@ -119,8 +162,8 @@ impl Hub {
         }
         // Starting a question is serialised so that two readers arriving together cause one
         // upstream call; other questions start meanwhile.
-        let _guard = self.start_locks.lock(question.id).await;
-        if let Some(live) = self.running().get(&question.id) {
+        let _guard = self.start_locks.lock(question_id).await;
+        if let Some(live) = self.running().get(&question_id) {
             return Ok(live.clone());
         }
         if let Some(orphan) = saved {
@@ -128,36 +171,36 @@ impl Hub {
             return Ok(orphan);
         }
         // A generation started by a reader that held the lock before us may have finished (and
-        // left the registry, its row saved) since we looked. Only then is a second read needed.
-        if self.forgotten.may_have_finished(mark, question.id)
-            && let Some(answered) = self.saved_answer(question.id).await?
+        // left the registry, its row saved) since the read. Only then is a second read needed.
+        if self.forgotten.may_have_finished(mark.0, question_id)
+            && let Some(answer) = self.store.answer_to(question_id).await?
         {
-            return Ok(answered);
+            return self.saved(answer).await;
         }
         if self.closing.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        self.start(workspace_id, chat, question, variant).await
+        self.start(workspace_id, chat, asked.question, asked.history, variant)
+            .await
     }
 
-    async fn saved_answer(&self, question_id: Uuid) -> Result<Option<Arc<Live>>> {
-        let Some(answer) = self.store.answer_to(question_id).await? else {
-            return Ok(None);
-        };
+    /// The log of a saved answer, with the failure its generation recorded, if any.
+    async fn saved(&self, answer: message::Model) -> Result<Arc<Live>> {
         let failure = match self.store.generation_for_message(answer.id).await? {
             Some(g) => g
                 .error_code
                 .map(|code| StreamFailure::new(code, g.error_message.unwrap_or_default())),
             None => None,
         };
-        Ok(Some(Arc::new(Live::saved(answer, failure))))
+        Ok(Arc::new(Live::saved(answer, failure)))
     }
 
     async fn start(
         self: &Arc<Self>,
         workspace_id: Uuid,
         chat: &chat::Model,
-        question: &message::Model,
+        question: message::Model,
+        history: Vec<message::Model>,
         variant: Variant,
     ) -> Result<Arc<Live>> {
         let resolved = self
@@ -166,9 +209,11 @@ impl Hub {
             .ok_or_else(|| {
                 Error::unprocessable("model", "the chat's provider or model is not configured")
             })?;
-        let history = self.store.history(chat.id, question.seq).await?;
+        let question_id = question.id;
+        let query = (variant == Variant::Internet).then(|| question.content.clone());
         let mut messages: Vec<PromptMessage> = history
             .into_iter()
+            .chain(std::iter::once(question))
             .filter(|m| !m.content.is_empty())
             .filter_map(|m| {
                 Role::parse(&m.role).map(|role| PromptMessage {
@@ -194,13 +239,13 @@ impl Hub {
         // first token does not wait for the database. The id is chosen here so that readers
         // get their event ids at once; the task waits for the rows before saving the answer.
         let message_id = Uuid::now_v7();
-        let live = Arc::new(Live::new(message_id, chat.id, question.id));
-        self.running().insert(question.id, live.clone());
+        let live = Arc::new(Live::new(message_id, chat.id, question_id));
+        self.running().insert(question_id, live.clone());
         let new = NewGeneration {
             message_id,
             workspace_id,
             chat_id: chat.id,
-            reply_to: question.id,
+            reply_to: question_id,
             provider: resolved.provider.name().to_owned(),
             model: resolved.model.clone(),
         };
@@ -213,9 +258,9 @@ impl Hub {
             chat.max_tokens.and_then(|t| u32::try_from(t).ok()),
         );
         let persist = task::Persist::Answer { rows };
-        let search = (variant == Variant::Internet).then(|| task::SearchStep {
+        let search = query.map(|query| task::SearchStep {
             pipeline: self.search.clone(),
-            query: question.content.clone(),
+            query,
             prompt: messages,
         });
         self.spawn(
@@ -359,5 +404,67 @@ impl Hub {
             }
             self.tasks.wait().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: i64, role: &str, reply_to: Option<Uuid>) -> message::Model {
+        let at = crate::store::now();
+        message::Model {
+            id: Uuid::new_v4(),
+            chat_id: Uuid::nil(),
+            seq,
+            role: role.to_owned(),
+            content: format!("message {seq}"),
+            status: "complete".to_owned(),
+            reply_to,
+            finish_reason: None,
+            provider: None,
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            usage_estimated: false,
+            cost_micros: None,
+            sources: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[test]
+    fn a_question_is_picked_out_of_its_thread_with_its_answer_and_history() {
+        let q1 = msg(1, "user", None);
+        let a1 = msg(2, "assistant", Some(q1.id));
+        let q2 = msg(3, "user", None);
+        let note = msg(4, "assistant", None);
+        let a2 = msg(5, "assistant", Some(q2.id));
+        let q3 = msg(6, "user", None);
+        let thread = vec![
+            q1.clone(),
+            a1.clone(),
+            q2.clone(),
+            note.clone(),
+            a2.clone(),
+            q3.clone(),
+        ];
+
+        let asked = Asked::from_thread(thread.clone(), q2.id).unwrap();
+        assert_eq!(asked.question, q2);
+        assert_eq!(asked.answer, Some(a2));
+        assert_eq!(asked.history, vec![q1.clone(), a1.clone()]);
+
+        let asked = Asked::from_thread(thread.clone(), q3.id).unwrap();
+        assert_eq!(asked.question, q3);
+        assert_eq!(asked.answer, None);
+        assert_eq!(asked.history.len(), 5);
+
+        let asked = Asked::from_thread(thread.clone(), q1.id).unwrap();
+        assert_eq!(asked.answer, Some(a1));
+        assert!(asked.history.is_empty());
+
+        assert!(Asked::from_thread(thread, Uuid::new_v4()).is_none());
     }
 }

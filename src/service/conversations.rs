@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{KeyKind, Principal, Services};
 use crate::domain::Role;
 use crate::error::{Error, Result};
-use crate::generation::{Finished, ResumeError, StartAt, Subscription, Variant};
+use crate::generation::{Asked, Finished, ResumeError, StartAt, Subscription, Variant};
 use crate::store::NewChat;
 
 /// Longest accepted chat name, in characters.
@@ -182,47 +182,51 @@ impl Services {
 
     /// Finds the chat and the question an inference request is about: `target` is a chat (its
     /// newest user message) or a message (a question, or an answer standing for its question).
-    async fn question(
-        &self,
-        who: &Principal,
-        target: Uuid,
-    ) -> Result<(chat::Model, message::Model)> {
-        if let Some(chat) = self.store.chat(&who.scope(), target).await? {
-            let question =
-                self.store
-                    .newest_user_message(chat.id)
+    /// The question, its answer and the history before it come from one read of the chat's
+    /// messages.
+    async fn question(&self, who: &Principal, target: Uuid) -> Result<(chat::Model, Asked)> {
+        let scope = who.scope();
+        let (chat, named) = match self.store.chat(&scope, target).await? {
+            Some(chat) => (chat, None),
+            None => {
+                let msg = self
+                    .store
+                    .message(target)
                     .await?
-                    .ok_or(Error::Conflict {
-                        code: "nothing_to_answer",
-                        message: "the chat has no Human message to answer".into(),
-                    })?;
-            return Ok((chat, question));
-        }
-        let msg = self
-            .store
-            .message(target)
-            .await?
-            .ok_or(Error::NotFound("chat or conversation"))?;
-        let chat = self
-            .store
-            .chat(&who.scope(), msg.chat_id)
-            .await?
-            .ok_or(Error::NotFound("chat or conversation"))?;
-        let question = match (Role::parse(&msg.role), msg.reply_to) {
-            (Some(Role::User), _) => msg,
-            (Some(Role::Assistant), Some(question_id)) => self
-                .store
-                .message(question_id)
-                .await?
-                .ok_or(Error::NotFound("conversation"))?,
-            _ => {
-                return Err(Error::Conflict {
-                    code: "nothing_to_answer",
-                    message: "that conversation is not a Human message".into(),
-                });
+                    .ok_or(Error::NotFound("chat or conversation"))?;
+                let chat = self
+                    .store
+                    .chat(&scope, msg.chat_id)
+                    .await?
+                    .ok_or(Error::NotFound("chat or conversation"))?;
+                (chat, Some(msg))
             }
         };
-        Ok((chat, question))
+        let thread = self.store.list_messages(chat.id, true).await?;
+        let question_id = match named {
+            None => thread
+                .iter()
+                .rev()
+                .find(|m| Role::parse(&m.role) == Some(Role::User))
+                .map(|m| m.id)
+                .ok_or(Error::Conflict {
+                    code: "nothing_to_answer",
+                    message: "the chat has no Human message to answer".into(),
+                })?,
+            Some(msg) => match (Role::parse(&msg.role), msg.reply_to) {
+                (Some(Role::User), _) => msg.id,
+                (Some(Role::Assistant), Some(question_id)) => question_id,
+                _ => {
+                    return Err(Error::Conflict {
+                        code: "nothing_to_answer",
+                        message: "that conversation is not a Human message".into(),
+                    });
+                }
+            },
+        };
+        let asked =
+            Asked::from_thread(thread, question_id).ok_or(Error::NotFound("conversation"))?;
+        Ok((chat, asked))
     }
 
     /// Opens the answer stream of a chat or question: attaches to the running generation,
@@ -234,7 +238,9 @@ impl Services {
         resume: Option<ResumePoint>,
         variant: Variant,
     ) -> Result<StreamOpen> {
-        let (chat, question) = self.question(who, target).await?;
+        // Taken before the reads: see `Hub::mark`.
+        let mark = self.hub.mark();
+        let (chat, asked) = self.question(who, target).await?;
         if let Some(ResumePoint {
             at: ResumeAt::Done, ..
         }) = resume
@@ -243,7 +249,7 @@ impl Services {
         }
         let live = self
             .hub
-            .answer(who.workspace_id, &chat, &question, variant)
+            .answer(who.workspace_id, &chat, asked, mark, variant)
             .await?;
         let start = match resume {
             Some(ResumePoint {

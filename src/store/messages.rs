@@ -70,18 +70,6 @@ impl Store {
         q.order_by_asc(message::Column::Seq).all(&self.reader).await
     }
 
-    pub async fn newest_user_message(
-        &self,
-        chat_id: Uuid,
-    ) -> Result<Option<message::Model>, DbErr> {
-        message::Entity::find()
-            .filter(message::Column::ChatId.eq(chat_id))
-            .filter(message::Column::Role.eq(Role::User.as_str()))
-            .order_by_desc(message::Column::Seq)
-            .one(&self.reader)
-            .await
-    }
-
     pub async fn message(&self, id: Uuid) -> Result<Option<message::Model>, DbErr> {
         message::Entity::find_by_id(id).one(&self.reader).await
     }
@@ -91,20 +79,6 @@ impl Store {
         message::Entity::find()
             .filter(message::Column::ReplyTo.eq(question_id))
             .one(&self.reader)
-            .await
-    }
-
-    /// The context of an answer: every message of the chat up to the question, in one query.
-    pub async fn history(
-        &self,
-        chat_id: Uuid,
-        up_to_seq: i64,
-    ) -> Result<Vec<message::Model>, DbErr> {
-        message::Entity::find()
-            .filter(message::Column::ChatId.eq(chat_id))
-            .filter(message::Column::Seq.lte(up_to_seq))
-            .order_by_asc(message::Column::Seq)
-            .all(&self.reader)
             .await
     }
 }
