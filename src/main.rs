@@ -77,7 +77,9 @@ enum Kind {
 }
 
 /// glibc's allocator spent about a fifth of sluice's CPU under load (see BENCHMARKS.md); the
-/// library leaves the choice to embedding applications, the binary takes mimalloc.
+/// library leaves the choice to embedding applications, the binary takes mimalloc. It is built
+/// without its transparent-huge-page advice: on kernels that honour `madvise` for huge pages
+/// that advice made each touched region of the heap 2 MiB of resident memory.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
