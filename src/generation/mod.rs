@@ -5,6 +5,7 @@
 //! nothing, a second reader attaches to the same log, and a finished answer is replayed from
 //! the database through the same subscription code.
 
+mod closing;
 mod live;
 mod starting;
 mod task;
@@ -15,10 +16,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use entity::{chat, message};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+pub use closing::Closing;
 pub use live::{CancelReason, Finished, GenEvent, Live, ResumeError, StartAt, Subscription};
 
 use crate::domain::{PromptMessage, Role, StreamFailure};
@@ -87,7 +88,7 @@ pub struct Hub {
     forgotten: starting::Forgotten,
     start_locks: starting::StartLocks,
     tasks: TaskTracker,
-    closing: CancellationToken,
+    closing: Closing,
 }
 
 impl Hub {
@@ -107,7 +108,7 @@ impl Hub {
             forgotten: starting::Forgotten::default(),
             start_locks: starting::StartLocks::default(),
             tasks: TaskTracker::new(),
-            closing: CancellationToken::new(),
+            closing: Closing::default(),
         })
     }
 
@@ -116,7 +117,7 @@ impl Hub {
     }
 
     /// Cancelled when the server starts shutting down: streams end, no generation starts.
-    pub fn closing(&self) -> &CancellationToken {
+    pub fn closing(&self) -> &Closing {
         &self.closing
     }
 

@@ -8,7 +8,8 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use tokio_util::sync::CancellationToken;
+
+use crate::generation::Closing;
 
 /// Counts an open SSE response in the `sluice_open_streams` gauge while it lives.
 struct OpenStream(metrics::Gauge);
@@ -40,7 +41,7 @@ pub fn retry_event() -> Event {
 /// server starts shutting down the stream sends `farewell` and ends.
 pub fn response<S>(
     events: S,
-    closing: CancellationToken,
+    closing: Closing,
     keepalive: Duration,
     farewell: Event,
     dialect: &'static str,
@@ -54,7 +55,7 @@ where
     let last = futures::stream::once(async move { watch.is_cancelled().then_some(farewell) })
         .filter_map(std::future::ready);
     let body = opening
-        .chain(events.take_until(closing.cancelled_owned()))
+        .chain(closing.until(events))
         .chain(last)
         .map(move |event| {
             // The guard lives as long as the body: dropped when the stream ends or the client
