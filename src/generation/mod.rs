@@ -57,6 +57,8 @@ impl Asked {
     /// among them.
     pub fn from_thread(mut thread: Vec<message::Model>, question_id: Uuid) -> Option<Self> {
         let at = thread.iter().position(|m| m.id == question_id)?;
+        // Moved out, not cloned: whatever `swap_remove` moves into its place lies after the
+        // question and is cut off with the rest just below.
         let answer = thread[at + 1..]
             .iter()
             .position(|m| m.reply_to == Some(question_id))
