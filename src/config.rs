@@ -121,6 +121,39 @@ impl Default for Limits {
     }
 }
 
+/// What one client connection may hold: how long it may take to send a request head, stay idle
+/// between requests or stall a request body, how large a head may be, and how many connections
+/// may be open at once. An open response (an SSE stream) is never cut by these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A connection that has not sent a complete request head by then is closed.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A request body that sends nothing for this long is answered 408.
+    pub body_timeout: Duration,
+    /// The largest request head, in bytes (431 beyond; HTTP/2: the header list size).
+    pub max_header_bytes: usize,
+    /// The most header fields in a request head (431 beyond; HTTP/1.1).
+    pub max_header_fields: usize,
+    /// The most connections open at once; `None` is 80% of the open-file limit that the
+    /// listener finds when it starts (the rest is left to the database and the upstreams).
+    pub max_connections: Option<usize>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 32 * 1024,
+            max_header_fields: 100,
+            max_connections: None,
+        }
+    }
+}
+
 /// The resolved configuration of one sluice process.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -141,6 +174,8 @@ pub struct Settings {
     /// How long a shutdown waits for running generations before saving them as `incomplete`.
     pub shutdown_grace: Duration,
     pub limits: Limits,
+    /// What one client connection may hold.
+    pub connections: ConnectionLimits,
     /// Other names for models: alias → `provider/model`.
     pub aliases: BTreeMap<String, String>,
     /// Origins whose pages may call sluice from the browser (CORS).
@@ -223,6 +258,7 @@ impl Settings {
             checkpoint_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             limits: Limits::default(),
+            connections: ConnectionLimits::default(),
             aliases: BTreeMap::new(),
             cors_origins: CorsOrigins::None,
             search: crate::search::SearchSettings::default(),
@@ -391,6 +427,51 @@ impl Settings {
                 }
             }
         }
+        let connections_file = file.connections.unwrap_or_default();
+        for (name, file_value, slot) in [
+            (
+                "SLUICE_HEADER_TIMEOUT_SECS",
+                connections_file.header_timeout_secs,
+                &mut settings.connections.header_timeout,
+            ),
+            (
+                "SLUICE_IDLE_TIMEOUT_SECS",
+                connections_file.idle_timeout_secs,
+                &mut settings.connections.idle_timeout,
+            ),
+            (
+                "SLUICE_BODY_TIMEOUT_SECS",
+                connections_file.body_timeout_secs,
+                &mut settings.connections.body_timeout,
+            ),
+        ] {
+            if let Some(d) = secs(name, file_value)? {
+                if d.is_zero() {
+                    return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+                }
+                *slot = d;
+            }
+        }
+        match var("SLUICE_MAX_CONNECTIONS") {
+            Some(v) => {
+                let n = v.parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "SLUICE_MAX_CONNECTIONS: `{v}` is not a number of connections (1 or more)"
+                    ))
+                })?;
+                settings.connections.max_connections = Some(n);
+            }
+            None => {
+                if let Some(n) = connections_file.max_connections {
+                    if n == 0 {
+                        return Err(ConfigError::Invalid(
+                            "[connections] max_connections must be at least 1".into(),
+                        ));
+                    }
+                    settings.connections.max_connections = Some(n);
+                }
+            }
+        }
         if let Some(limits) = file.limits {
             if let Some(v) = limits.max_body_bytes {
                 settings.limits.max_body_bytes = v;
@@ -487,6 +568,7 @@ pub struct FileConfig {
     pub shutdown_grace_secs: Option<u64>,
     pub upstream: Option<FileUpstream>,
     pub limits: Option<FileLimits>,
+    pub connections: Option<FileConnections>,
     #[serde(default)]
     pub providers: Vec<FileProvider>,
     /// Other names for models: `fast = "groq/llama-3.3-70b-versatile"`.
@@ -516,6 +598,15 @@ fn max_streams(key: &str, n: usize) -> Result<usize, ConfigError> {
             "{key} must be a number from 1 to 10000, not {n}"
         )))
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConnections {
+    pub header_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -40,6 +40,9 @@ pub enum Error {
     Conflict { code: &'static str, message: String },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The request body stopped arriving for longer than the body timeout.
+    #[error("the request body stopped arriving before it was complete")]
+    RequestTimeout,
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     /// The upstream provider failed before anything was streamed.
@@ -79,6 +82,7 @@ impl Error {
             Error::Forbidden(_) | Error::PublishableNotAllowed => "forbidden",
             Error::Conflict { code, .. } => code,
             Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::RequestTimeout => "request_timeout",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::Upstream(_) => "upstream_error",
             Error::ShuttingDown => "shutting_down",

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod generation;
 pub mod http;
+pub mod listener;
 pub mod providers;
 pub mod search;
 pub mod service;

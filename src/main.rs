@@ -100,6 +100,11 @@ async fn run(cli: Cli) -> Result<(), String> {
     let settings = Settings::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            // Many systems start processes with a soft limit of 1,024 open files under a much
+            // higher hard one; a server raises it (the connection cap is 80% of it).
+            if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+                tracing::warn!(error = %e, "could not raise the open-file limit");
+            }
             let app = Application::build(settings)
                 .await
                 .map_err(|e| e.to_string())?;

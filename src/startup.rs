@@ -5,15 +5,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::time::Duration;
+use tokio::net::TcpListener;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::{TcpListener, TcpStream};
-
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, ConnectionLimits, Settings};
 use crate::generation::{Hub, HubConfig};
 use crate::http::{self, AppState};
 use crate::providers::Providers;
@@ -166,14 +160,15 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     sluice: Sluice,
+    connections: ConnectionLimits,
 }
 
 impl Application {
     /// Builds [`Sluice`] and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let listen = settings.listen;
+        let (listen, connections) = (settings.listen, settings.connections);
         let sluice = Sluice::build(settings).await?;
-        Self::bind(sluice, listen).await
+        Self::bind(sluice, listen, connections).await
     }
 
     /// Like [`Application::build`], with a ready provider registry.
@@ -181,12 +176,16 @@ impl Application {
         settings: Settings,
         providers: Arc<Providers>,
     ) -> Result<Self, StartError> {
-        let listen = settings.listen;
+        let (listen, connections) = (settings.listen, settings.connections);
         let sluice = Sluice::build_with_providers(settings, providers).await?;
-        Self::bind(sluice, listen).await
+        Self::bind(sluice, listen, connections).await
     }
 
-    async fn bind(sluice: Sluice, listen: SocketAddr) -> Result<Self, StartError> {
+    async fn bind(
+        sluice: Sluice,
+        listen: SocketAddr,
+        connections: ConnectionLimits,
+    ) -> Result<Self, StartError> {
         let bind_error = |source| StartError::Bind {
             addr: listen,
             source,
@@ -197,6 +196,7 @@ impl Application {
             listener,
             addr,
             sluice,
+            connections,
         })
     }
 
@@ -224,9 +224,10 @@ impl Application {
             closing.cancel();
         });
         tracing::info!(addr = %self.addr, "sluice listening on http://{}", self.addr);
-        let served = serve(
+        let served = crate::listener::serve(
             self.listener,
             self.sluice.router(),
+            self.connections,
             self.sluice.shutdown_signal(),
         )
         .await;
@@ -234,90 +235,6 @@ impl Application {
         self.sluice.finish().await;
         served
     }
-}
-
-/// The first bytes of an HTTP/2 connection with prior knowledge (h2c).
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Serves `router` until `shutdown` resolves, then lets open connections finish.
-///
-/// `axum::serve` would do the same, but it tells HTTP/1.1 from h2c by reading the first 24
-/// bytes before handing the connection to hyper, whose first read then returns only those
-/// bytes: the request head needs a second read, and hyper grows its read buffer from 8 to
-/// 16 KiB for it, kept for the connection's life. Here the version is told by peeking, so
-/// hyper's first read sees the whole head.
-async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    accept_failed(&e).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Nagle's algorithm would hold small SSE frames back for up to 40 ms.
-        let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let Ok(h2) = speaks_h2c(&tcp).await else {
-                return;
-            };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let builder = if h2 {
-                builder.http2_only()
-            } else {
-                builder.http1_only()
-            };
-            let connection = builder.serve_connection(TokioIo::new(tcp), service);
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
-}
-
-/// Whether a new connection starts with the h2c preface, read without consuming it.
-async fn speaks_h2c(tcp: &TcpStream) -> std::io::Result<bool> {
-    let mut buf = [0u8; 24];
-    // A client that sends the preface in pieces is given a moment for the rest.
-    for _ in 0..100 {
-        let n = tcp.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(false)
-}
-
-/// A failed accept: a connection that died in the backlog is skipped; anything else (out of
-/// descriptors, say) is logged and retried after a pause instead of spinning.
-async fn accept_failed(e: &std::io::Error) {
-    use std::io::ErrorKind;
-    if matches!(
-        e.kind(),
-        ErrorKind::ConnectionAborted | ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %e, "accepting a connection failed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -31,6 +31,9 @@ pub mod names {
     pub const UPSTREAM_DURATION: &str = "sluice_upstream_duration_seconds";
     pub const TOKENS: &str = "sluice_tokens_relayed_total";
     pub const DELTAS: &str = "sluice_deltas_relayed_total";
+    pub const CONNECTIONS_OPEN: &str = "sluice_connections_open";
+    pub const CONNECTIONS_REFUSED: &str = "sluice_connections_refused_total";
+    pub const CONNECTIONS_CLOSED: &str = "sluice_connections_closed_total";
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -77,6 +80,17 @@ fn describe() {
         names::UPSTREAM_DURATION,
         metrics::Unit::Seconds,
         "time from calling the provider to the end of its answer"
+    );
+    describe_gauge!(names::CONNECTIONS_OPEN, "client connections open now");
+    describe_counter!(
+        names::CONNECTIONS_REFUSED,
+        "connections closed at once: the connection limit was reached and every open one was \
+         answering a request"
+    );
+    describe_counter!(
+        names::CONNECTIONS_CLOSED,
+        "connections closed by the listener, by reason: header_timeout, idle_timeout, or \
+         evicted (waiting for a request when a new connection needed the slot)"
     );
     describe_counter!(names::TOKENS, "completion tokens relayed, by provider");
     describe_counter!(

@@ -194,6 +194,8 @@ where
                 E::from(Error::PayloadTooLarge {
                     limit: state.services.limits.max_body_bytes,
                 })
+            } else if body_timed_out(&rejection) {
+                E::from(Error::RequestTimeout)
             } else {
                 E::from(Error::BadRequest {
                     field: None,
@@ -205,6 +207,19 @@ where
             .map(|v| JsonBody(v, PhantomData))
             .map_err(E::from)
     }
+}
+
+/// Whether reading the body failed because it stalled past the listener's body timeout (see
+/// `crate::listener`).
+fn body_timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Deserialises JSON, mapping syntax errors to 400 and shape errors to 422 naming the field.

@@ -77,19 +77,19 @@ async fn answers_still_running_after_the_grace_period_are_saved_as_incomplete() 
 
 /// A sluice process of its own, for what only a process can show (SIGKILL, SIGTERM, exit code,
 /// what it prints).
-struct Process {
-    child: Child,
-    base: String,
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Process {
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// Creates a chat named `name` with one question; returns the chat id.
-    async fn ask(&self, client: &reqwest::Client, key: &str, name: &str) -> String {
+    pub(crate) async fn ask(&self, client: &reqwest::Client, key: &str, name: &str) -> String {
         let chat: Value = client
             .post(format!("{}/chats/create", self.base))
             .bearer_auth(key)
@@ -114,7 +114,28 @@ impl Process {
 }
 
 fn sluice_command(database_url: &str, mock: &MockUpstream) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    sluice_command_via(
+        Command::new(env!("CARGO_BIN_EXE_sluice")),
+        database_url,
+        mock,
+    )
+}
+
+/// The sluice binary under `prlimit`, with `files` as its open-file limit (soft and hard).
+pub(crate) fn sluice_command_with_file_limit(
+    files: u64,
+    database_url: &str,
+    mock: &MockUpstream,
+) -> Command {
+    let mut prlimit = Command::new("prlimit");
+    prlimit
+        .arg(format!("--nofile={files}:{files}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_sluice"));
+    sluice_command_via(prlimit, database_url, mock)
+}
+
+fn sluice_command_via(mut command: Command, database_url: &str, mock: &MockUpstream) -> Command {
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -149,6 +170,11 @@ fn start_process(database_url: &str, mock: &MockUpstream, admin_key: Option<&str
     if let Some(key) = admin_key {
         command.env("SLUICE_ADMIN_KEY", key);
     }
+    spawn_process(command)
+}
+
+/// Starts `command` (a sluice server) and waits until it listens.
+pub(crate) fn spawn_process(mut command: Command) -> Process {
     let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -10,6 +10,7 @@ mod helpers;
 mod auth;
 mod browser;
 mod chats;
+mod connections;
 mod embed;
 mod faults;
 mod inference;

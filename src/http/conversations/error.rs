@@ -52,6 +52,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::Forbidden(_) | Error::PublishableNotAllowed => StatusCode::FORBIDDEN,
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::Upstream(_) => StatusCode::BAD_GATEWAY,
         Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -49,6 +49,7 @@ fn classify(e: &Error) -> (StatusCode, &'static str, Option<&'static str>) {
         Error::PayloadTooLarge { .. } => {
             (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None)
         }
+        Error::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "invalid_request_error", None),
         Error::UnsupportedMediaType(_) => (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "invalid_request_error",
