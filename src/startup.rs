@@ -72,7 +72,11 @@ impl Sluice {
     ) -> Result<Self, StartError> {
         crate::telemetry::prometheus();
         let store = Store::open(settings.database_url()).await?;
-        let recovered = store.recover_interrupted().await?;
+        let recovered = store
+            .recover_interrupted(|provider, model, usage| {
+                crate::generation::cost_micros(providers.price_of(provider, model), usage)
+            })
+            .await?;
         if recovered > 0 {
             tracing::warn!(
                 count = recovered,

@@ -127,14 +127,34 @@ pub struct StreamFailure {
     /// The upstream's HTTP status, when it refused the request (a dialect may mirror it).
     #[serde(skip)]
     pub upstream_status: Option<u16>,
+    /// For `interrupted`: how many bytes of the answer were saved before the server stopped.
+    #[serde(skip)]
+    pub saved_bytes: Option<usize>,
 }
 
 impl StreamFailure {
+    /// The code of an answer cut short by a server that stopped without saving all of it.
+    pub const INTERRUPTED: &'static str = "interrupted";
+
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),
             upstream_status: None,
+            saved_bytes: None,
+        }
+    }
+
+    /// The server stopped (a crash) while the answer was being generated; `saved_bytes` of it
+    /// were saved.
+    pub fn interrupted(saved_bytes: usize) -> Self {
+        Self {
+            saved_bytes: Some(saved_bytes),
+            ..Self::new(
+                Self::INTERRUPTED,
+                "the server stopped while this answer was being generated; the saved answer \
+                 may be shorter than what was streamed",
+            )
         }
     }
 }

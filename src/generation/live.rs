@@ -126,7 +126,10 @@ impl Live {
             st.text = row.content.clone();
             st.sources = row.sources.clone().map(Arc::new);
             // A search failure happened before the first delta; any other, at the end.
-            if let Some(failure) = error {
+            if let Some(mut failure) = error {
+                if failure.code == StreamFailure::INTERRUPTED {
+                    failure.saved_bytes = Some(st.text.len());
+                }
                 if [crate::search::SEARCH_FAILED, crate::search::SEARCH_DISABLED]
                     .contains(&failure.code.as_str())
                 {
@@ -319,6 +322,9 @@ pub struct Subscription {
     offset: usize,
     sources_sent: bool,
     marks_sent: usize,
+    /// The reader holds more than was saved (the server stopped before its last checkpoint):
+    /// the offset it holds, to be answered with `interrupted` and `done`.
+    beyond_saved: Option<usize>,
     ended: bool,
 }
 
@@ -330,7 +336,25 @@ impl Subscription {
             StartAt::Offset(offset) => {
                 let st = live.lock();
                 if offset > st.text.len() {
-                    return Err(ResumeError::BeyondText { len: st.text.len() });
+                    // Only an answer cut short may have been streamed further than it was
+                    // saved; beyond a whole answer, the offset is wrong.
+                    let cut_short = st
+                        .finished
+                        .as_ref()
+                        .is_some_and(|f| f.status == MessageStatus::Incomplete);
+                    if !cut_short {
+                        return Err(ResumeError::BeyondText { len: st.text.len() });
+                    }
+                    // Everything saved lies before what the reader holds: nothing is re-sent.
+                    return Ok(Self {
+                        offset: st.text.len(),
+                        sources_sent: true,
+                        marks_sent: st.marks.len(),
+                        beyond_saved: Some(offset),
+                        ended: false,
+                        rx,
+                        live: live.clone(),
+                    });
                 }
                 if !st.text.is_char_boundary(offset) {
                     return Err(ResumeError::InsideCharacter);
@@ -345,6 +369,7 @@ impl Subscription {
             offset,
             sources_sent,
             marks_sent,
+            beyond_saved: None,
             ended: false,
         })
     }
@@ -377,6 +402,12 @@ impl Subscription {
 
     fn poll(&mut self) -> Option<GenEvent> {
         let st = self.live.lock();
+        if let Some(held) = self.beyond_saved.take() {
+            return Some(GenEvent::Error {
+                failure: StreamFailure::interrupted(st.text.len()),
+                offset: held,
+            });
+        }
         if !self.sources_sent
             && self.offset == 0
             && let Some(sources) = &st.sources

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 pub use closing::Closing;
 pub use live::{CancelReason, Finished, GenEvent, Live, ResumeError, StartAt, Subscription};
+pub use task::cost_micros;
 
 use crate::domain::{PromptMessage, Role, StreamFailure};
 use crate::error::{Error, Result};
@@ -238,9 +239,16 @@ impl Hub {
                 },
             );
         }
-        // The answer's rows are inserted while the upstream call starts, not before it: the
-        // first token does not wait for the database. The id is chosen here so that readers
-        // get their event ids at once; the task waits for the rows before saving the answer.
+        let request = ChatRequest::from_prompt(
+            resolved.model.clone(),
+            &messages,
+            chat.temperature,
+            chat.top_p,
+            chat.max_tokens.and_then(|t| u32::try_from(t).ok()),
+        );
+        // The answer's rows are queued here and the task calls the provider once they exist
+        // (with the internet variant, while the search runs). The id is chosen here so that
+        // readers get their event ids at once.
         let message_id = Uuid::now_v7();
         let live = Arc::new(Live::new(message_id, chat.id, question_id));
         self.running().insert(question_id, live.clone());
@@ -251,15 +259,9 @@ impl Hub {
             reply_to: question_id,
             provider: resolved.provider.name().to_owned(),
             model: resolved.model.clone(),
+            prompt_tokens: request.estimate_prompt_tokens(),
         };
         let rows = self.writer.insert(new, live.clone());
-        let request = ChatRequest::from_prompt(
-            resolved.model.clone(),
-            &messages,
-            chat.temperature,
-            chat.top_p,
-            chat.max_tokens.and_then(|t| u32::try_from(t).ok()),
-        );
         let persist = task::Persist::Answer { rows };
         let search = query.map(|query| task::SearchStep {
             pipeline: self.search.clone(),

@@ -63,6 +63,17 @@ pub(super) async fn run(mut job: Job) {
         Some(step) => search_first(&mut job, step).await,
         None => None,
     };
+    // The provider is called only once the answer's rows exist: a crash at any moment after the
+    // call then leaves a record of it, with its usage estimated. The rows were written while
+    // the search (if any) ran.
+    let rows = match std::mem::replace(&mut job.persist, Persist::UsageOnly) {
+        Persist::Answer { rows } => match rows.await {
+            Ok(Ok(rows)) => Some(rows),
+            Ok(Err(e)) => return unsaved(job, &e.to_string()).await,
+            Err(e) => return unsaved(job, &e.to_string()).await,
+        },
+        Persist::UsageOnly => None,
+    };
     // The configured model, then its fallbacks, each tried only while nothing was relayed.
     let candidates: Vec<&Resolved> = std::iter::once(&job.resolved)
         .chain(job.resolved.fallbacks.iter())
@@ -129,23 +140,12 @@ pub(super) async fn run(mut job: Job) {
     let failure = failure.or_else(|| searched.and_then(|s| s.failure));
     let usage = usage
         .unwrap_or_else(|| Usage::new(job.prompt_estimate, Usage::estimate_tokens(&text), true));
-    let cost_micros = answered_by.price.map_or(0, |p| {
-        let micros = f64::from(usage.prompt_tokens) * p.input
-            + f64::from(usage.completion_tokens) * p.output;
-        // Saturating float-to-int conversion: prices are small, tokens bounded.
-        micros.round() as i64
-    });
+    let cost_micros = cost_micros(answered_by.price, usage);
     let provider = answered_by.provider.name().to_owned();
     let model = answered_by.model.clone();
     let bytes = text.len();
-    let persist = std::mem::replace(&mut job.persist, Persist::UsageOnly);
-    let saved = match persist {
-        Persist::Answer { rows } => {
-            let (row, generation) = match rows.await {
-                Ok(Ok(rows)) => rows,
-                Ok(Err(e)) => return unsaved(job, &e.to_string(), citations).await,
-                Err(e) => return unsaved(job, &e.to_string(), citations).await,
-            };
+    let saved = match rows {
+        Some((row, generation)) => {
             let record = FinishRecord {
                 workspace_id: job.workspace_id,
                 chat_id: row.chat_id,
@@ -163,7 +163,7 @@ pub(super) async fn run(mut job: Job) {
             };
             Some(save(&job, &row, Arc::new(record)).await)
         }
-        Persist::UsageOnly => {
+        None => {
             record_usage(&job, &provider, &model, usage, cost_micros).await;
             None
         }
@@ -189,9 +189,9 @@ pub(super) async fn run(mut job: Job) {
     job.hub.forget(job.live.question_id);
 }
 
-/// Ends a generation whose rows could not be inserted: its readers learn that nothing was
-/// saved, rather than a `done` that claims a saved answer.
-async fn unsaved(job: Job, error: &str, citations: Option<Vec<crate::search::Citation>>) {
+/// Ends a generation whose rows could not be inserted, before its provider was called: its
+/// readers learn that nothing was saved, rather than a `done` that claims a saved answer.
+async fn unsaved(job: Job, error: &str) {
     tracing::error!(message_id = %job.live.message_id, error, "the answer's row could not be created");
     job.live.fail(StreamFailure::new(
         "internal_error",
@@ -199,7 +199,7 @@ async fn unsaved(job: Job, error: &str, citations: Option<Vec<crate::search::Cit
     ));
     let (text, _, _) = job.live.snapshot();
     job.live.finish(Finished {
-        citations,
+        citations: None,
         message: None,
         status: MessageStatus::Failed,
         finish_reason: None,
@@ -208,6 +208,16 @@ async fn unsaved(job: Job, error: &str, citations: Option<Vec<crate::search::Cit
     metrics::counter!(names::GENERATIONS, "status" => MessageStatus::Failed.as_str()).increment(1);
     metrics::gauge!(names::GENERATIONS_RUNNING).decrement(1.0);
     job.hub.forget(job.live.question_id);
+}
+
+/// What `usage` costs at `price` (US dollars per million tokens, so micro-dollars per token).
+pub fn cost_micros(price: Option<crate::config::Price>, usage: Usage) -> i64 {
+    price.map_or(0, |p| {
+        let micros = f64::from(usage.prompt_tokens) * p.input
+            + f64::from(usage.completion_tokens) * p.output;
+        // Saturating float-to-int conversion: prices are small, tokens bounded.
+        micros.round() as i64
+    })
 }
 
 /// What the search step left for the end of the answer.

@@ -341,6 +341,14 @@ impl Providers {
     }
 
     /// Index of the provider and the model name for a provider and/or model request.
+    /// The configured price of a provider's model, by the names an answer was saved with.
+    pub fn price_of(&self, provider: &str, model: &str) -> Option<crate::config::Price> {
+        self.entries
+            .iter()
+            .find(|(_, s)| s.name.eq_ignore_ascii_case(provider))
+            .and_then(|(_, s)| s.prices.get(model).copied())
+    }
+
     fn find(&self, provider: Option<&str>, model: Option<&str>) -> Option<(usize, String)> {
         let by_name = |name: &str| {
             self.entries

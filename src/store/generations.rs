@@ -1,6 +1,6 @@
 //! Generations: the row pair (assistant message + generation) a server-owned task writes.
 
-use entity::{generation, message, usage_record};
+use entity::{chat, generation, message, usage_record};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
@@ -19,6 +19,9 @@ pub struct NewGeneration {
     pub reply_to: Uuid,
     pub provider: String,
     pub model: String,
+    /// The prompt's estimated size, recorded until the provider reports its own count (kept
+    /// if it never does, as after a crash).
+    pub prompt_tokens: u32,
 }
 
 /// Usage that belongs to no stored message (the `/v1` dialect stores no text).
@@ -197,6 +200,8 @@ impl Store {
         msg.reply_to = Set(Some(new.reply_to));
         msg.provider = Set(Some(new.provider.clone()));
         msg.model = Set(Some(new.model.clone()));
+        msg.prompt_tokens = Set(Some(tokens(new.prompt_tokens)));
+        msg.usage_estimated = Set(true);
         let msg = msg.insert(txn).await?;
         let generation = generation::ActiveModel {
             id: Set(Uuid::new_v4()),
@@ -349,22 +354,79 @@ impl Store {
             .await
     }
 
-    /// Marks answers left `streaming` by a crash as `incomplete` (their checkpointed text kept).
-    pub async fn recover_interrupted(&self) -> Result<u64, DbErr> {
+    /// Marks answers left `streaming` by a crash as `incomplete`, their checkpointed text kept,
+    /// and charges each one's usage, estimated (the provider's own count was never seen):
+    /// the prompt's estimate recorded at the start, the saved text's size. `cost` prices a
+    /// usage by provider and model.
+    pub async fn recover_interrupted(
+        &self,
+        cost: impl Fn(&str, &str, Usage) -> i64,
+    ) -> Result<u64, DbErr> {
         let at = now();
         let txn = self.db.begin().await?;
-        let messages = message::Entity::update_many()
-            .col_expr(
-                message::Column::Status,
-                Expr::value(MessageStatus::Incomplete.as_str()),
-            )
-            .col_expr(message::Column::UpdatedAt, Expr::value(at))
+        let cut: Vec<message::Model> = message::Entity::find()
             .filter(message::Column::Status.eq(MessageStatus::Streaming.as_str()))
-            .exec(&txn)
+            .all(&txn)
             .await?;
+        let workspaces: std::collections::HashMap<Uuid, Uuid> = chat::Entity::find()
+            .filter(chat::Column::Id.is_in(cut.iter().map(|m| m.chat_id)))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c.workspace_id))
+            .collect();
+        for answer in &cut {
+            let prompt = answer
+                .prompt_tokens
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(0);
+            let usage = Usage::new(prompt, Usage::estimate_tokens(&answer.content), true);
+            let provider = answer.provider.clone().unwrap_or_default();
+            let model = answer.model.clone().unwrap_or_default();
+            let cost_micros = cost(&provider, &model, usage);
+            message::Entity::update_many()
+                .col_expr(
+                    message::Column::Status,
+                    Expr::value(MessageStatus::Incomplete.as_str()),
+                )
+                .col_expr(
+                    message::Column::PromptTokens,
+                    Expr::value(tokens(usage.prompt_tokens)),
+                )
+                .col_expr(
+                    message::Column::CompletionTokens,
+                    Expr::value(tokens(usage.completion_tokens)),
+                )
+                .col_expr(message::Column::UsageEstimated, Expr::value(true))
+                .col_expr(message::Column::CostMicros, Expr::value(cost_micros))
+                .col_expr(message::Column::UpdatedAt, Expr::value(at))
+                .filter(message::Column::Id.eq(answer.id))
+                .filter(message::Column::Status.eq(MessageStatus::Streaming.as_str()))
+                .exec(&txn)
+                .await?;
+            if let Some(workspace_id) = workspaces.get(&answer.chat_id)
+                && usage.total_tokens > 0
+            {
+                usage_row(
+                    *workspace_id,
+                    Some(answer.chat_id),
+                    Some(answer.id),
+                    &provider,
+                    &model,
+                    usage,
+                    cost_micros,
+                    at,
+                )
+                .insert(&txn)
+                .await?;
+            }
+        }
         generation::Entity::update_many()
             .col_expr(generation::Column::Status, Expr::value("failed"))
-            .col_expr(generation::Column::ErrorCode, Expr::value("interrupted"))
+            .col_expr(
+                generation::Column::ErrorCode,
+                Expr::value(crate::domain::StreamFailure::INTERRUPTED),
+            )
             .col_expr(
                 generation::Column::ErrorMessage,
                 Expr::value("the server stopped while this answer was being generated"),
@@ -375,7 +437,7 @@ impl Store {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        Ok(messages.rows_affected)
+        Ok(u64::try_from(cut.len()).unwrap_or(u64::MAX))
     }
 
     pub async fn generation_for_message(

@@ -402,6 +402,7 @@ async fn an_answer_row_that_cannot_be_written_fails_alone_in_its_batch() {
         reply_to,
         provider: "mock".into(),
         model: "m".into(),
+        prompt_tokens: 3,
     };
     let good = start(chat_id, question.parse().unwrap());
     // A chat that does not exist: the foreign key refuses this one row.

@@ -485,3 +485,197 @@ async fn a_bad_configuration_stops_the_start_with_a_message_naming_it() {
         assert!(message.contains(variable), "{provider}: {message}");
     }
 }
+
+/// Reads deltas until `at_least` bytes arrived; returns the text and the last event id.
+async fn read_text(sse: &mut SseClient, at_least: usize) -> (String, String) {
+    let (mut seen, mut last_id) = (String::new(), String::new());
+    while seen.len() < at_least {
+        let e = sse.next().await.expect("the stream goes on");
+        if e.event == "message" {
+            seen.push_str(&e.data);
+            last_id = e.id;
+        }
+    }
+    (seen, last_id)
+}
+
+#[tokio::test]
+async fn after_a_crash_a_resume_beyond_the_saved_text_gets_interrupted_and_done_not_a_400() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default(slow(300, 20));
+    let (database_url, _dir) = fresh_database().await;
+    let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
+    let client = reqwest::Client::new();
+    let mut command = sluice_command(&database_url, &mock);
+    // Checkpoints once a second: the reader is ahead of the database when the process dies.
+    command
+        .env("SLUICE_ADMIN_KEY", &key)
+        .env("SLUICE_CHECKPOINT_INTERVAL_MS", "1000");
+    let mut first = spawn_process(command);
+    let chat_id = first.ask(&client, &key, "crash").await;
+    let mut sse = SseClient::new(
+        client
+            .get(format!("{}/conversations/inference/{chat_id}", first.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap(),
+    );
+    // Past the first checkpoint, and on into the next second.
+    let (seen, last_id) = read_text(&mut sse, 300).await;
+
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let mut second = start_process(&database_url, &mock, Some(&key));
+    let (message_id, offset) = last_id.split_once(':').unwrap();
+    assert_eq!(offset.parse::<usize>().unwrap(), seen.len());
+    let store = sluice::store::Store::connect(&database_url).await.unwrap();
+    let saved = store
+        .list_messages(chat_id.parse().unwrap(), false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.role == "assistant")
+        .expect("the answer's row");
+    assert_eq!(saved.status, "incomplete");
+    assert!(
+        saved.content.len() < seen.len(),
+        "the reader held more than was saved: saved {}, seen {}",
+        saved.content.len(),
+        seen.len()
+    );
+    assert!(seen.starts_with(&saved.content));
+    assert!(!saved.content.is_empty(), "a checkpoint was written");
+
+    // The reader resumes from what it holds: no 400, but `interrupted` and `done`.
+    let resume = |id: String| {
+        let client = client.clone();
+        let url = format!("{}/conversations/inference/{chat_id}", second.base);
+        let key = key.clone();
+        async move {
+            let response = client
+                .get(url)
+                .bearer_auth(&key)
+                .header("last-event-id", &id)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            if status != 200 {
+                panic!("{id}: {status}: {}", response.text().await.unwrap());
+            }
+            SseClient::new(response).collect().await
+        }
+    };
+    let events = resume(last_id.clone()).await;
+    assert_eq!(text_of(&events), "", "nothing the reader has is sent again");
+    let error = named(&events, "error").expect("an error event");
+    assert_eq!(error["code"], "interrupted");
+    assert_eq!(error["saved_bytes"], saved.content.len());
+    let done = named(&events, "done").expect("a done event");
+    assert_eq!(done["status"], "incomplete");
+    assert_eq!(done["conversation"]["message"], saved.content);
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["error", "done"]);
+
+    // A resume inside the saved text gets the rest of it, byte for byte.
+    let inside = saved.content.len() / 2;
+    let events = resume(format!("{message_id}:{inside}")).await;
+    assert_eq!(text_of(&events), &saved.content[inside..]);
+    assert_eq!(named(&events, "error").unwrap()["code"], "interrupted");
+    assert_eq!(named(&events, "done").unwrap()["status"], "incomplete");
+    assert_eq!(mock.request_count(), 1, "no second upstream call");
+    second.child.kill().ok();
+    second.child.wait().ok();
+}
+
+#[tokio::test]
+async fn a_crash_the_moment_the_upstream_is_called_leaves_a_row_with_estimated_usage_for_each_call()
+{
+    let mock = MockUpstream::start().await.unwrap();
+    mock.set_default(Script {
+        first_delay_ms: 10_000,
+        ..Script::text(&["never ", "sent"])
+    });
+    let (database_url, _dir) = fresh_database().await;
+    let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
+    let client = reqwest::Client::new();
+    let mut first = start_process(&database_url, &mock, Some(&key));
+    let mut chats = Vec::new();
+    for i in 0..5 {
+        let chat: Value = client
+            .post(format!("{}/chats/create", first.base))
+            .bearer_auth(&key)
+            .json(&json!({"name": format!("chat {i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let chat_id = chat["id"].as_str().unwrap().to_owned();
+        let created = client
+            .post(format!("{}/conversations/create", first.base))
+            .bearer_auth(&key)
+            .json(&json!({"chat_id": chat_id, "role": "Human", "message": format!("question {i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        chats.push(chat_id);
+    }
+
+    // Every stream opens at once; the process dies as soon as the upstream sees a request.
+    for chat_id in &chats {
+        let request = client
+            .get(format!("{}/conversations/inference/{chat_id}", first.base))
+            .bearer_auth(&key)
+            .send();
+        tokio::spawn(request);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while mock.request_count() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no upstream call");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let called = mock.requests();
+    let mut second = start_process(&database_url, &mock, Some(&key));
+
+    let store = sluice::store::Store::connect(&database_url).await.unwrap();
+    let workspace = store.find_workspace("default").await.unwrap().unwrap();
+    let usage = store.usage_records(workspace.id).await.unwrap();
+    assert!(!called.is_empty());
+    for request in &called {
+        let question = request["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let i: usize = question.trim_start_matches("question ").parse().unwrap();
+        let answer = store
+            .list_messages(chats[i].parse().unwrap(), false)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| m.role == "assistant")
+            .unwrap_or_else(|| panic!("no answer row for the upstream call of {question:?}"));
+        assert_eq!(answer.status, "incomplete");
+        assert!(answer.usage_estimated);
+        assert!(answer.prompt_tokens.unwrap_or(0) > 0, "{answer:?}");
+        assert!(
+            usage
+                .iter()
+                .any(|u| u.message_id == Some(answer.id) && u.estimated),
+            "the call's usage is charged"
+        );
+    }
+    second.child.kill().ok();
+    second.child.wait().ok();
+}

@@ -179,6 +179,11 @@ pub struct ErrorEvent<'a> {
     pub code: &'a str,
     #[schema(value_type = String)]
     pub message: &'a str,
+    /// With `interrupted`: the bytes of the answer that were saved. A reader that holds more
+    /// (it was streamed past the last checkpoint before the server stopped) may keep its text
+    /// or show the saved one, which `done` carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_bytes: Option<usize>,
 }
 
 /// What `POST /conversations/stop/{id}` did.

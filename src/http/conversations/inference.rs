@@ -225,6 +225,7 @@ fn to_sse(ids: &mut EventIds, event: GenEvent) -> Option<Event> {
             let body = ErrorEvent {
                 code: &failure.code,
                 message: &failure.message,
+                saved_bytes: failure.saved_bytes,
             };
             Event::default()
                 .event("error")
