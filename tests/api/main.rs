@@ -12,6 +12,7 @@ mod browser;
 mod chats;
 mod embed;
 mod faults;
+mod hardening;
 mod inference;
 mod internet;
 mod lifecycle;
