@@ -6,6 +6,7 @@ pub mod extract;
 pub mod openai;
 mod ops;
 mod page;
+mod request_id;
 mod session;
 pub mod sse;
 
@@ -41,8 +42,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The complete router with its middleware, ready to serve or to nest in another axum app.
 ///
 /// Middleware order, outermost first: `X-Content-Type-Options: nosniff` on every response (CORS
-/// preflights included), CORS, request id (set, then propagated to the response), key headers
-/// marked sensitive (so no layer below can log them), tracing (method, path without the query, request id: a `?key=` never reaches the
+/// preflights included), CORS, a client's request id dropped unless it is acceptable, request id
+/// (set, then propagated to the response), key headers marked sensitive (so no layer below can
+/// log them), tracing (method, path without the query, request id: a `?key=` never reaches the
 /// log), panics turned into 500s, body limit.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.services.limits.max_body_bytes;
@@ -62,6 +64,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                .map_request(|request: Request<axum::body::Body>| {
+                    request_id::drop_unusable(&REQUEST_ID, request)
+                })
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(SetSensitiveRequestHeadersLayer::new([

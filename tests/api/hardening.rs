@@ -1,4 +1,5 @@
-//! The edge rules of SPEC §8: `nosniff` on every response, `/docs` never framed.
+//! The edge rules of SPEC §8: `nosniff` on every response, `/docs` never framed, which client
+//! `X-Request-Id` is echoed.
 
 use crate::helpers::*;
 
@@ -81,4 +82,48 @@ async fn the_docs_page_refuses_framing_like_the_chat_page_and_can_still_fetch_it
         .await
         .unwrap();
     assert_eq!(description.status(), 200);
+}
+
+// ----------------------------------------------------------------------------------------------
+// X-Request-Id.
+
+async fn echoed_request_id(app: &TestApp, sent: &str) -> String {
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_request_id_of_1_to_128_visible_ascii_characters_is_echoed() {
+    let app = spawn_app().await;
+
+    for sent in ["a", "req-42_trace.id:7/abc~!", &"x".repeat(128)] {
+        assert_eq!(echoed_request_id(&app, sent).await, sent);
+    }
+}
+
+#[tokio::test]
+async fn a_request_id_too_long_with_a_space_or_with_markup_is_replaced_by_a_generated_one() {
+    let app = spawn_app().await;
+
+    for sent in [
+        "x".repeat(129),
+        "two words".to_owned(),
+        "<script src=//evil.example></script>".to_owned(),
+        "<img src=x onerror=alert(1)>".to_owned(),
+    ] {
+        let got = echoed_request_id(&app, &sent).await;
+
+        assert_ne!(got, sent);
+        assert!(uuid::Uuid::parse_str(&got).is_ok(), "not generated: {got}");
+    }
 }
