@@ -1,5 +1,7 @@
 //! The edge rules of SPEC §8: `nosniff` on every response, `/docs` never framed, which client
-//! `X-Request-Id` is echoed.
+//! `X-Request-Id` is echoed, and names people read.
+
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -126,4 +128,113 @@ async fn a_request_id_too_long_with_a_space_or_with_markup_is_replaced_by_a_gene
         assert_ne!(got, sent);
         assert!(uuid::Uuid::parse_str(&got).is_ok(), "not generated: {got}");
     }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Names people read.
+
+fn put_json(app: &TestApp, path: &str, body: &Value) -> reqwest::RequestBuilder {
+    app.client
+        .put(app.url(path))
+        .bearer_auth(&app.key)
+        .json(body)
+}
+
+/// Asserts the conversations API's 422 naming `name`.
+async fn refused_naming_name(response: reqwest::Response, name: &str) {
+    assert_eq!(response.status(), 422, "{name:?}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "validation_error", "{name:?}: {body}");
+    assert_eq!(body["field"], "name", "{name:?}: {body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("name"), "{name:?}: {message}");
+}
+
+#[tokio::test]
+async fn a_name_with_a_bidirectional_override_or_isolate_is_422_naming_name() {
+    let app = spawn_app().await;
+    let chat = app.create_chat("valid").await;
+
+    for name in ["invoice\u{202E}fdp.exe", "a\u{2066}b\u{2069}", "\u{202A}x"] {
+        let created = app
+            .post_json("/chats/create", &json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        refused_naming_name(created, name).await;
+        let renamed = put_json(
+            &app,
+            &format!("/chats/update/{chat}"),
+            &json!({"name": name}),
+        )
+        .send()
+        .await
+        .unwrap();
+        refused_naming_name(renamed, name).await;
+    }
+    let fetched: Value = app
+        .get(&format!("/chats/{chat}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["name"], "valid");
+}
+
+#[tokio::test]
+async fn a_name_with_no_visible_character_is_422_naming_name() {
+    let app = spawn_app().await;
+    let chat = app.create_chat("valid").await;
+
+    for name in [
+        "\u{200B}",
+        "\u{200B}\u{200C}\u{200D}",
+        " \u{2060} \u{FEFF} ",
+        "\u{00AD}\u{180E}\u{FE0F}",
+    ] {
+        let created = app
+            .post_json("/chats/create", &json!({"name": name}))
+            .send()
+            .await
+            .unwrap();
+        refused_naming_name(created, name).await;
+        let renamed = put_json(
+            &app,
+            &format!("/chats/update/{chat}"),
+            &json!({"name": name}),
+        )
+        .send()
+        .await
+        .unwrap();
+        refused_naming_name(renamed, name).await;
+    }
+}
+
+#[tokio::test]
+async fn an_emoji_sequence_joined_by_zwj_is_a_valid_name_on_create_and_update() {
+    let app = spawn_app().await;
+    let name = "👩\u{200D}💻 team";
+
+    let created = app
+        .post_json("/chats/create", &json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["name"], name);
+    let id = created["id"].as_str().unwrap();
+    let renamed = put_json(
+        &app,
+        &format!("/chats/update/{id}"),
+        &json!({"name": "👨\u{200D}👩\u{200D}👧 family"}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(renamed.status(), 200);
+    let renamed: Value = renamed.json().await.unwrap();
+    assert_eq!(renamed["name"], "👨\u{200D}👩\u{200D}👧 family");
 }
