@@ -1,5 +1,5 @@
 //! The edge rules of SPEC §8: `nosniff` on every response, `/docs` never framed, which client
-//! `X-Request-Id` is echoed, and names people read.
+//! `X-Request-Id` is echoed, names people read, and the per-model `max_tokens` cap.
 
 use serde_json::{Value, json};
 
@@ -237,4 +237,94 @@ async fn an_emoji_sequence_joined_by_zwj_is_a_valid_name_on_create_and_update() 
     assert_eq!(renamed.status(), 200);
     let renamed: Value = renamed.json().await.unwrap();
     assert_eq!(renamed["name"], "👨\u{200D}👩\u{200D}👧 family");
+}
+
+// ----------------------------------------------------------------------------------------------
+// The max_tokens cap.
+
+fn completion(model: &str, field: &str, value: Value) -> Value {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        field: value,
+    })
+}
+
+/// Asserts OpenAI's 400 envelope naming `param`, and that the request never reached upstream.
+async fn refused_naming(app: &TestApp, body: &Value, param: &str) -> String {
+    let response = app
+        .post_json("/v1/chat/completions", body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "{body}");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert_eq!(error["error"]["param"], param, "{error}");
+    assert_eq!(app.mock.request_count(), 0, "relayed upstream: {body}");
+    error["error"]["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn max_tokens_above_the_default_cap_is_400_naming_it_and_never_reaches_upstream() {
+    let app = spawn_app().await;
+
+    for (field, value) in [
+        ("max_tokens", json!(18_446_744_073_709_551_615_u64)),
+        ("max_tokens", json!(131_073)),
+        (
+            "max_completion_tokens",
+            json!(18_446_744_073_709_551_615_u64),
+        ),
+    ] {
+        let message =
+            refused_naming(&app, &completion("mock/mock-model", field, value), field).await;
+        assert!(message.contains("131072"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn max_tokens_at_the_default_cap_is_relayed_upstream() {
+    let app = spawn_app().await;
+
+    let response = app
+        .post_json(
+            "/v1/chat/completions",
+            &completion("mock/mock-model", "max_tokens", json!(131_072)),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    assert_eq!(app.mock.requests()[0]["max_tokens"], 131_072);
+}
+
+#[tokio::test]
+async fn a_lower_cap_configured_for_the_model_is_honoured_under_every_name_of_the_model() {
+    let app = spawn_app_with(|s| {
+        s.providers[0]
+            .max_tokens
+            .insert("mock-model".to_owned(), 8192);
+    })
+    .await;
+
+    for model in ["mock/mock-model", "mock-model"] {
+        for field in ["max_tokens", "max_completion_tokens"] {
+            let message = refused_naming(&app, &completion(model, field, json!(8193)), field).await;
+            assert!(message.contains("8192"), "{message}");
+        }
+    }
+    let at_cap = app
+        .post_json(
+            "/v1/chat/completions",
+            &completion("mock-model", "max_completion_tokens", json!(8192)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(at_cap.status(), 200);
+    assert_eq!(app.mock.requests()[0]["max_completion_tokens"], 8192);
 }
