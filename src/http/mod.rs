@@ -102,7 +102,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(body_limit))
                 .layer(axum::middleware::from_fn(count_requests)),
         );
-    // Outside everything else, so that preflights are answered before anything else runs.
+    // Outside the other layers, so that preflights are answered before any of them runs.
     let app = match cors {
         Some(cors) => app.layer(cors),
         None => app,
