@@ -96,9 +96,15 @@ pub struct ProviderSettings {
     pub timeouts: UpstreamTimeouts,
     pub http: UpstreamHttp,
     pub prices: BTreeMap<String, Price>,
+    /// The largest `max_tokens` a client may ask of a model; models not listed get
+    /// [`DEFAULT_MAX_TOKENS`].
+    pub max_tokens: BTreeMap<String, u32>,
     /// Models (`provider/model`) tried in order when this provider fails before the first delta.
     pub fallbacks: Vec<String>,
 }
+
+/// The `max_tokens` cap of a model the provider file gives none for.
+pub const DEFAULT_MAX_TOKENS: u32 = 131_072;
 
 /// Request and context limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -543,6 +549,12 @@ impl Settings {
                     provider.name
                 )));
             }
+            if let Some((model, _)) = provider.max_tokens.iter().find(|(_, cap)| **cap == 0) {
+                return Err(ConfigError::Invalid(format!(
+                    "provider `{}`: max_tokens of `{model}` must be at least 1",
+                    provider.name
+                )));
+            }
         }
         Ok(())
     }
@@ -635,6 +647,9 @@ pub struct FileProvider {
     pub http2_max_streams: Option<usize>,
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    /// Per-model `max_tokens` caps: `max_tokens = { "gpt-4o-mini" = 16384 }`.
+    #[serde(default)]
+    pub max_tokens: BTreeMap<String, u32>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
 }
@@ -802,6 +817,7 @@ fn resolve_providers(
             timeouts,
             http: provider_http,
             prices: p.prices,
+            max_tokens: p.max_tokens,
             fallbacks: p.fallbacks,
         });
     }
@@ -832,6 +848,7 @@ fn resolve_providers(
             timeouts: defaults,
             http,
             prices: BTreeMap::new(),
+            max_tokens: BTreeMap::new(),
             fallbacks: Vec::new(),
         });
     }
@@ -889,6 +906,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("local"), "{err}");
+    }
+
+    #[test]
+    fn max_tokens_caps_are_read_per_model_and_a_zero_cap_is_refused() {
+        let provider = |caps: &str| {
+            parse_file(&format!(
+                "[[providers]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
+                 models = [\"a\", \"b\"]\nmax_tokens = {{ {caps} }}\n"
+            ))
+            .unwrap()
+        };
+        let s = Settings::from_parts(provider("a = 8192"), &env(&[])).unwrap();
+        assert_eq!(s.providers[0].max_tokens.get("a"), Some(&8192));
+        assert_eq!(s.providers[0].max_tokens.get("b"), None);
+        let err = Settings::from_parts(provider("b = 0"), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("local") && err.contains("max_tokens"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,12 @@
-//! Plain domain types shared by every layer: roles, statuses, usage, and the provider stream enum.
+//! Plain domain types shared by every layer: roles, statuses, usage, the provider stream enum,
+//! and the rules for text people read.
 
 use serde::{Deserialize, Serialize};
 
+mod display_text;
 mod text;
 
+pub use display_text::display_text;
 pub use text::LineBreaks;
 
 /// Who wrote a message.

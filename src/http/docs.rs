@@ -136,12 +136,19 @@ async fn openapi_json(State(Published(json)): State<Published>) -> Response {
 )]
 async fn docs_page() -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_SECURITY_POLICY,
-            // Its own inline script and style, and fetching from this origin only.
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-             connect-src 'self'",
-        )],
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                // Its own inline script and style, and fetching from this origin only; never
+                // framed (like the chat page), no `<base>`, no form submission.
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+            // For browsers that predate `frame-ancestors`.
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
         Html(include_str!("docs/index.html")),
     )
 }

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod openai;
 mod ops;
 mod page;
+mod request_id;
 mod session;
 pub mod sse;
 
@@ -14,12 +15,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::response::IntoResponse;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
@@ -39,9 +41,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete router with its middleware, ready to serve or to nest in another axum app.
 ///
-/// Middleware order, outermost first: request id (set, then propagated to the response), key
-/// headers marked sensitive (so no layer below can log them), tracing (method, path without the
-/// query, request id: a `?key=` never reaches the log), panics turned into 500s, body limit.
+/// Middleware order, outermost first: `X-Content-Type-Options: nosniff` on every response (CORS
+/// preflights included), CORS, a client's request id dropped unless it is acceptable, request id
+/// (set, then propagated to the response), key headers marked sensitive (so no layer below can
+/// log them), tracing (method, path without the query, request id: a `?key=` never reaches the
+/// log), panics turned into 500s, body limit.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.services.limits.max_body_bytes;
     let cors = cors_layer(&state.cors);
@@ -60,6 +64,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                .map_request(|request: Request<axum::body::Body>| {
+                    request_id::drop_unusable(&REQUEST_ID, request)
+                })
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(SetSensitiveRequestHeadersLayer::new([
@@ -95,11 +102,17 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(body_limit))
                 .layer(axum::middleware::from_fn(count_requests)),
         );
-    // Outermost, so that preflights are answered before anything else runs.
-    match cors {
+    // Outside the other layers, so that preflights are answered before any of them runs.
+    let app = match cors {
         Some(cors) => app.layer(cors),
         None => app,
-    }
+    };
+    // No response is ever sniffed into another type (a JSON error echoing input rendered as HTML,
+    // an SSE body taken for a script). Outermost, so that nothing answers without it.
+    app.layer(SetResponseHeaderLayer::if_not_present(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
 }
 
 /// CORS for the configured origins: keys in headers, never credentials (the session cookie

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 use serde_json::{Map, Value, json};
 
-use crate::config::{Price, ProviderSettings, Settings, UpstreamTimeouts};
+use crate::config::{DEFAULT_MAX_TOKENS, Price, ProviderSettings, Settings, UpstreamTimeouts};
 use crate::domain::{PromptMessage, Usage};
 
 pub use demo::{DEMO_MODEL, DemoProvider};
@@ -210,6 +210,8 @@ pub struct Resolved {
     pub provider: Arc<dyn Provider>,
     pub model: String,
     pub price: Option<Price>,
+    /// The largest `max_tokens` a client may ask of this model.
+    pub max_tokens: u32,
     pub timeouts: UpstreamTimeouts,
     /// Tried in order if this one fails before its first delta.
     pub fallbacks: Vec<Resolved>,
@@ -391,6 +393,7 @@ impl Providers {
                 provider: demo.clone(),
                 model: DEMO_MODEL.to_owned(),
                 price: None,
+                max_tokens: DEFAULT_MAX_TOKENS,
                 timeouts: UpstreamTimeouts::default(),
                 fallbacks: Vec::new(),
             });
@@ -411,6 +414,11 @@ impl Providers {
         Resolved {
             provider: provider.clone(),
             price: settings.prices.get(&model).copied(),
+            max_tokens: settings
+                .max_tokens
+                .get(&model)
+                .copied()
+                .unwrap_or(DEFAULT_MAX_TOKENS),
             timeouts: settings.timeouts,
             model,
             fallbacks: Vec::new(),

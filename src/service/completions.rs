@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{KeyKind, Principal, Services};
+use super::{KeyKind, Principal, Services, check_max_tokens};
 use crate::error::{Error, Result};
 use crate::generation::Live;
 use crate::providers::ChatRequest;
@@ -24,7 +24,7 @@ impl Services {
         if who.kind != KeyKind::Secret {
             return Err(Error::PublishableNotAllowed);
         }
-        let resolved = self
+        let mut resolved = self
             .providers
             .resolve_model(&input.model)
             .ok_or(Error::ModelNotFound(input.model.clone()))?;
@@ -36,6 +36,12 @@ impl Services {
                     resolved.provider.name()
                 ),
             ));
+        }
+        // OpenAI's two names for the same limit; the dialect checked both are positive integers.
+        for field in ["max_tokens", "max_completion_tokens"] {
+            if let Some(requested) = input.params.get(field).and_then(Value::as_u64) {
+                check_max_tokens(&mut resolved, field, requested)?;
+            }
         }
         let request = ChatRequest {
             model: resolved.model.clone(),

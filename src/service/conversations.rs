@@ -7,7 +7,7 @@ use entity::{chat, message};
 use uuid::Uuid;
 
 use super::{KeyKind, Principal, Services};
-use crate::domain::Role;
+use crate::domain::{Role, display_text};
 use crate::error::{Error, Result};
 use crate::generation::{Asked, Finished, ResumeError, StartAt, Subscription, Variant};
 use crate::store::NewChat;
@@ -57,24 +57,9 @@ pub struct StopOutcome {
     pub stopped: Option<Arc<Finished>>,
 }
 
+/// A chat name as stored: the rule for text people read, under the chat's own length limit.
 fn check_name(name: &str) -> Result<String> {
-    let name = name.trim();
-    if name.chars().any(char::is_control) {
-        return Err(Error::unprocessable(
-            "name",
-            "name must not contain control characters",
-        ));
-    }
-    if name.is_empty() {
-        return Err(Error::unprocessable("name", "name must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::unprocessable(
-            "name",
-            format!("name is longer than {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    Ok(name.to_owned())
+    display_text("name", name, MAX_NAME_CHARS)
 }
 
 impl Services {

@@ -3,6 +3,7 @@
 mod auth;
 mod completions;
 mod conversations;
+mod limits;
 mod sessions;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use uuid::Uuid;
 pub use auth::{KeyKind, NewKeyOutput, Principal, bootstrap, create_key, generate_key, hash_key};
 pub use completions::CompletionInput;
 pub use conversations::{ResumeAt, ResumePoint, StopOutcome, StreamOpen};
+pub use limits::check_max_tokens;
 pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
 
 use crate::config::Limits;

@@ -79,6 +79,7 @@ pub fn test_settings(database_url: &str, mock: &MockUpstream) -> Settings {
         timeouts: settings.upstream,
         http: settings.upstream_http,
         prices: BTreeMap::new(),
+        max_tokens: BTreeMap::new(),
         fallbacks: Vec::new(),
     }];
     settings

@@ -13,6 +13,7 @@ mod chats;
 mod connections;
 mod embed;
 mod faults;
+mod hardening;
 mod inference;
 mod internet;
 mod lifecycle;

@@ -83,11 +83,15 @@ impl From<&message::Model> for ConversationDto {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateChat {
+    /// Trimmed; 1 to 200 characters with at least one visible one, no control characters and
+    /// no bidirectional override or isolate controls (422 naming `name` otherwise).
     pub name: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateChat {
+    /// Trimmed; 1 to 200 characters with at least one visible one, no control characters and
+    /// no bidirectional override or isolate controls (422 naming `name` otherwise).
     pub name: String,
     /// Stored as given; the time of the request when absent.
     #[serde(default)]

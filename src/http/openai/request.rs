@@ -225,8 +225,10 @@ mod schema {
         temperature: Option<f64>,
         #[schema(minimum = 0, maximum = 1)]
         top_p: Option<f64>,
+        /// At most the model's cap (its provider's `max_tokens` setting, 131072 by default).
         #[schema(minimum = 1)]
         max_tokens: Option<u64>,
+        /// The same limit under its newer name, with the same cap.
         #[schema(minimum = 1)]
         max_completion_tokens: Option<u64>,
         /// Only 1 is supported.
