@@ -141,7 +141,10 @@ impl Reader<'_> {
         }
         match event.as_str() {
             "message" => self.guard.out.write(&data)?,
-            "error" => self.guard.out.note(&error_line(&data)),
+            "error" => {
+                let held = self.last_id.as_deref().and_then(offset_of);
+                self.guard.out.note(&error_line(&data, held));
+            }
             "done" => return Ok(Some(done_status(&data))),
             // `sources` and anything newer: not part of the answer text.
             _ => {}
@@ -150,15 +153,26 @@ impl Reader<'_> {
     }
 }
 
-/// `error: <code>: <message>` from an `error` event's `{code, message}`.
-fn error_line(data: &str) -> String {
-    match serde_json::from_str::<Value>(data) {
-        Ok(v) => format!(
-            "error: {}: {}",
-            v["code"].as_str().unwrap_or("unknown"),
-            v["message"].as_str().unwrap_or_default()
+/// The byte offset of an event id `<message id>:<offset>`.
+fn offset_of(id: &str) -> Option<u64> {
+    id.rsplit_once(':')?.1.parse().ok()
+}
+
+/// `error: <code>: <message>` from an `error` event's `{code, message}`. An `interrupted` answer
+/// (the server stopped before saving all of it) says how much of what was printed, `held`
+/// bytes, the server kept: the printed text stays as it is.
+fn error_line(data: &str, held: Option<u64>) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(data) else {
+        return format!("error: {data}");
+    };
+    let code = v["code"].as_str().unwrap_or("unknown");
+    let message = v["message"].as_str().unwrap_or_default();
+    match (code, v["saved_bytes"].as_u64(), held) {
+        ("interrupted", Some(saved), Some(held)) if saved < held => format!(
+            "interrupted: the server stopped before this answer was finished; the text above is \
+             what arrived, {saved} of its {held} bytes were saved"
         ),
-        Err(_) => format!("error: {data}"),
+        _ => format!("error: {code}: {message}"),
     }
 }
 

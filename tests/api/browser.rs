@@ -355,3 +355,88 @@ async fn the_chat_page_works_in_a_real_browser() {
         "chat.mjs reported no result"
     );
 }
+
+#[tokio::test]
+async fn the_chat_page_keeps_and_marks_an_answer_cut_by_a_server_crash() {
+    use crate::lifecycle::{sluice_command, spawn_process};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let chromium = match missing_browser_tools(root) {
+        Ok(chromium) => chromium,
+        Err(why) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must run the browser test, but: {why}"
+            );
+            eprintln!("browser test skipped: {why}");
+            return;
+        }
+    };
+    let mock = MockUpstream::start().await.unwrap();
+    let words: Vec<String> = (0..600).map(|i| format!("w{i} ")).collect();
+    let mut script = Script::text(&words.iter().map(String::as_str).collect::<Vec<_>>());
+    script.chunk_delay_ms = 20;
+    mock.set_default(script);
+    let (database_url, _dir) = fresh_database().await;
+    let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
+    // The restarted server must be found where the page left the first one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = || {
+        let mut command = sluice_command(&database_url, &mock);
+        command
+            .env("SLUICE_ADMIN_KEY", &key)
+            .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
+            // Checkpoints once a second: the page is ahead of the database when it dies.
+            .env("SLUICE_CHECKPOINT_INTERVAL_MS", "1000");
+        spawn_process(command)
+    };
+    let mut first = server();
+    let mut node = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/crash.mjs"))
+        .current_dir(root.join("tests/browser"))
+        .env("BASE_URL", format!("{}/", first.base))
+        .env("KEY", &key)
+        .env("CHROMIUM", &chromium)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+
+    let mut printed = String::new();
+    let mut second = None;
+    let finished = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line == "crash now" {
+                first.child.kill().unwrap();
+                first.child.wait().unwrap();
+                second = Some(server());
+                stdin.write_all(b"restarted\n").await.unwrap();
+            }
+        }
+    })
+    .await;
+    let status = node.wait().await.unwrap();
+    if let Some(mut second) = second {
+        second.child.kill().ok();
+        second.child.wait().ok();
+    }
+    first.child.kill().ok();
+    first.child.wait().ok();
+
+    eprintln!("{printed}");
+    assert!(finished.is_ok(), "crash.mjs did not finish within 90 s");
+    assert!(status.success(), "crash.mjs failed");
+    assert!(
+        printed.contains("ok   an answer cut by a crash"),
+        "{printed}"
+    );
+}

@@ -113,7 +113,7 @@ impl Process {
     }
 }
 
-fn sluice_command(database_url: &str, mock: &MockUpstream) -> Command {
+pub(crate) fn sluice_command(database_url: &str, mock: &MockUpstream) -> Command {
     sluice_command_via(
         Command::new(env!("CARGO_BIN_EXE_sluice")),
         database_url,

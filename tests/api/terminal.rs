@@ -447,3 +447,93 @@ async fn relay(client: TcpStream, state: Arc<ProxyState>) {
         () = downstream => {}
     }
 }
+
+#[tokio::test]
+async fn the_terminal_client_keeps_what_it_printed_when_the_server_crashes_and_says_so() {
+    timeout(LIMIT, keeps_what_it_printed_across_a_crash())
+        .await
+        .expect("test timed out");
+}
+
+async fn keeps_what_it_printed_across_a_crash() {
+    use crate::lifecycle::{sluice_command, spawn_process};
+    let mock = MockUpstream::start().await.unwrap();
+    let words: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
+    let mut script = Script::text(&words.iter().map(String::as_str).collect::<Vec<_>>());
+    script.chunk_delay_ms = 20;
+    mock.set_default(script);
+    let (database_url, _dir) = fresh_database().await;
+    let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
+    // The restarted server must be found where the client left the first one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = || {
+        let mut command = sluice_command(&database_url, &mock);
+        command
+            .env("SLUICE_ADMIN_KEY", &key)
+            .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
+            // Checkpoints once a second: the client is ahead of the database when it dies.
+            .env("SLUICE_CHECKPOINT_INTERVAL_MS", "1000");
+        spawn_process(command)
+    };
+    let mut first = server();
+    let mut child = client(&first.base, &key)
+        .args(["talk", "for", "long"])
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut printed = Vec::new();
+    while printed.len() < 300 {
+        let mut buf = [0u8; 256];
+        let n = stdout.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the client ended before printing enough");
+        printed.extend_from_slice(&buf[..n]);
+    }
+
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let mut second = server();
+    stdout.read_to_end(&mut printed).await.unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    second.child.kill().ok();
+    second.child.wait().ok();
+
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let printed = String::from_utf8(printed).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "not complete; stderr: {stderr}"
+    );
+    assert!(stderr.contains("connection lost"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("interrupted: the server stopped"),
+        "stderr: {stderr}"
+    );
+    let store = sluice::store::Store::connect(&database_url).await.unwrap();
+    let chat = announced_chat(&stderr);
+    let saved = store
+        .list_messages(chat.parse().unwrap(), false)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.role == "assistant")
+        .unwrap();
+    assert_eq!(saved.status, "incomplete");
+    assert!(printed.len() > saved.content.len(), "printed {printed:?}");
+    assert!(
+        printed.starts_with(&saved.content),
+        "nothing printed twice or changed"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{} of its {} bytes were saved",
+            saved.content.len(),
+            printed.len()
+        )),
+        "stderr: {stderr}"
+    );
+}

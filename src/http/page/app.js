@@ -628,6 +628,8 @@
       this.finished = false;
       // The web search's sources and notice, once the internet variant sent them.
       this.search = null;
+      // Set by an `interrupted` error: the server stopped before saving all of the answer.
+      this.interrupted = null;
     }
 
     url() {
@@ -711,6 +713,14 @@
       } catch {
         detail = { message: e.data };
       }
+      if (detail.code === 'interrupted') {
+        // The server stopped before it saved all of this answer: what was shown is kept, and
+        // marked, when `done` follows.
+        this.interrupted = {
+          saved: Number.isSafeInteger(detail.saved_bytes) ? detail.saved_bytes : null,
+        };
+        return;
+      }
       const notice = SEARCH_NOTICES[detail.code];
       if (notice) {
         // The web search could not help: the answer goes on without sources.
@@ -743,7 +753,16 @@
       const status = result.status || 'complete';
       this.view.article.dataset.status = status;
       this.view.article.removeAttribute('aria-busy');
-      const label = status === 'complete' ? '' : (DONE_LABELS[status] || `Answer ended: ${status}.`);
+      let label = status === 'complete' ? '' : (DONE_LABELS[status] || `Answer ended: ${status}.`);
+      if (this.interrupted) {
+        this.view.article.dataset.interrupted = 'true';
+        const shown = new TextEncoder().encode(this.text).length;
+        const saved = this.interrupted.saved;
+        label = 'Interrupted: the server stopped before this answer was finished.';
+        if (saved !== null && saved < shown) {
+          label += ` The text shown is what arrived; ${saved} of its ${shown} bytes were saved.`;
+        }
+      }
       this.view.setMeta(label, status !== 'complete');
       announce(label || 'The answer is complete.');
       answerEnded(this);
