@@ -69,12 +69,26 @@ impl Protocols {
     }
 }
 
-/// The connection cap in use: the configured one, else 80% of the open-file limit.
+/// The connection cap in use: 80% of the open-file limit, or the configured cap if lower. The
+/// other fifth is left to the database pool, the upstream connections and the log: with every
+/// descriptor taken by clients, sluice could accept a request and not answer it.
 pub fn max_connections(limits: &ConnectionLimits) -> usize {
-    limits.max_connections.unwrap_or_else(|| {
-        let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
-        usize::try_from(soft / 5 * 4).unwrap_or(usize::MAX).max(1)
-    })
+    let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    let ceiling = usize::try_from(files / 5 * 4).unwrap_or(usize::MAX).max(1);
+    match limits.max_connections {
+        None => ceiling,
+        Some(wanted) if wanted <= ceiling => wanted,
+        Some(wanted) => {
+            tracing::warn!(
+                wanted,
+                open_file_limit = files,
+                using = ceiling,
+                "SLUICE_MAX_CONNECTIONS is more than the open-file limit leaves room for; \
+                 raise the limit (ulimit -n) to allow more"
+            );
+            ceiling
+        }
+    }
 }
 
 /// Serves `router` until `shutdown` resolves, then lets open connections finish.
@@ -247,4 +261,32 @@ async fn accept_failed(e: &std::io::Error, registry: &Registry, log: &mut RateLi
         tracing::error!(error = %e, skipped, "accepting a connection failed");
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limited_log_writes_once_a_second_and_counts_the_rest() {
+        let mut log = RateLimitedLog::default();
+        assert_eq!(log.due(), Some(0));
+        assert_eq!(log.due(), None);
+        assert_eq!(log.due(), None);
+        log.last = log.last.map(|t| t - Duration::from_secs(1));
+        assert_eq!(log.due(), Some(2), "the two skipped are counted");
+    }
+
+    #[test]
+    fn a_configured_cap_above_the_open_file_limit_is_lowered_to_fit() {
+        let (files, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+        let ceiling = usize::try_from(files / 5 * 4).unwrap();
+        let with = |max| ConnectionLimits {
+            max_connections: max,
+            ..ConnectionLimits::default()
+        };
+        assert_eq!(max_connections(&with(None)), ceiling);
+        assert_eq!(max_connections(&with(Some(10))), 10.min(ceiling));
+        assert_eq!(max_connections(&with(Some(usize::MAX))), ceiling);
+    }
 }
