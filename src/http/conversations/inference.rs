@@ -55,6 +55,10 @@ fn bad_resume() -> Error {
 /// Every event's id is `<assistant message id>:<byte offset after it>`, `done`'s is
 /// `<message id>:done`. Reconnect with `Last-Event-ID` (or `?last_event_id=`) to continue from
 /// that offset, nothing sent twice; after `done` the answer is 204, which stops `EventSource`.
+///
+/// After a server crash a reader may hold more of an answer than was saved: its resume gets
+/// `error` `{code: "interrupted", message, saved_bytes}` and `done` (`incomplete`, the saved
+/// row), not a 400.
 #[utoipa::path(
     get,
     path = "/conversations/inference/{id}",
@@ -68,7 +72,7 @@ fn bad_resume() -> Error {
     responses(
         (status = 200, description = "The event stream: text deltas, then `error`? and `done`", content_type = "text/event-stream", body = String),
         (status = 204, description = "The client already had `done`: nothing more will come"),
-        (status = 400, description = "The id is not a UUID, or a malformed or out-of-range Last-Event-ID", body = ErrorBody),
+        (status = 400, description = "The id is not a UUID, or a malformed Last-Event-ID, or an offset inside a character or beyond the text of an answer that is not `incomplete`", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 404, description = "No such chat or conversation in the key's workspace", body = ErrorBody),
         (status = 409, description = "The chat has no `Human` message to answer", body = ErrorBody),
@@ -122,7 +126,7 @@ pub async fn inference(
     responses(
         (status = 200, description = "The event stream: `sources`, then as the plain stream", content_type = "text/event-stream", body = String),
         (status = 204, description = "The client already had `done`: nothing more will come"),
-        (status = 400, description = "The id is not a UUID, or a malformed or out-of-range Last-Event-ID", body = ErrorBody),
+        (status = 400, description = "The id is not a UUID, or a malformed Last-Event-ID, or an offset inside a character or beyond the text of an answer that is not `incomplete`", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 404, description = "No such chat or conversation in the key's workspace", body = ErrorBody),
         (status = 409, description = "The chat has no `Human` message to answer", body = ErrorBody),
