@@ -265,6 +265,56 @@ async fn a_flood_of_idle_connections_leaves_room_for_a_real_request() {
 }
 
 #[tokio::test]
+async fn at_the_cap_with_every_connection_answering_a_new_one_is_closed_at_once() {
+    let app = spawn_app_with(|s| s.connections.max_connections = Some(3)).await;
+    app.mock.set_default(Script {
+        first_delay_ms: 1500,
+        ..Script::text(&["slow ", "answer"])
+    });
+    let mut streams = Vec::new();
+    for i in 0..3 {
+        let chat = app.chat_with_question(&format!("q{i}")).await;
+        let sse = app
+            .stream(&format!("/conversations/inference/{chat}"), None)
+            .await;
+        assert_eq!(sse.status, 200);
+        streams.push(sse);
+    }
+    // reqwest may keep the setup requests' connections: only the three streams stay busy.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mut extra = TcpStream::connect(addr(&app)).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (answer, after) = read_until_closed(&mut extra, Duration::from_secs(1))
+        .await
+        .expect("closed at once");
+
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(after < Duration::from_millis(500), "{after:?}");
+    for mut sse in streams {
+        assert_eq!(
+            text_of(&sse.collect().await),
+            "slow answer",
+            "the busy ones go on"
+        );
+    }
+    let metrics = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_connections_refused_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn an_sse_stream_whose_upstream_is_silent_longer_than_every_timeout_is_not_cut() {
     let app = app_with_short_timeouts().await;
     let silence = IDLE + Duration::from_secs(1);
