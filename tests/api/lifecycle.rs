@@ -83,6 +83,16 @@ pub(crate) struct Process {
     stderr: Arc<Mutex<String>>,
 }
 
+/// A test that fails midway must not leave its server running.
+impl Drop for Process {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+}
+
 impl Process {
     pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
