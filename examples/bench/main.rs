@@ -1,11 +1,13 @@
 //! sluice's benchmark: the same streaming workload against the mock upstream called directly
 //! (the floor), sluice's conversations API and sluice's OpenAI-compatible API, then an
-//! open-streams scenario. Everything runs on 127.0.0.1 and stops by itself.
+//! open-streams scenario and a connections scenario. Everything runs on 127.0.0.1 and stops by
+//! itself.
 //!
 //! ```text
 //! cargo run --release --example bench -- [--quick] [--rounds N] [--answers N]
 //!     [--concurrency 1,100,1000] [--delay-ms 0,5] [--tokens 200] [--targets direct,conversations,v1]
 //!     [--open-streams 10000] [--open-first-delay-ms 15000] [--open-timeout-secs 120]
+//!     [--connections 2000]
 //!     [--answer-timeout-secs 60] [--postgres URL] [--upstream-http2 [STREAMS]] [--out PATH]
 //!     [--no-build] [--no-warmup]
 //! ```
@@ -14,6 +16,7 @@
 //! processes (killed when the bench ends, also on panic), prints a Markdown report on standard
 //! output (and to `--out`), and exits non-zero if any answer failed.
 
+mod conns;
 mod drive;
 mod open;
 mod procs;
@@ -21,6 +24,7 @@ mod report;
 mod sse;
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, PoisonError};
@@ -42,7 +46,7 @@ const LOG_FILTER: &str = "warn,sluice::startup=info";
 #[command(about = "Benchmark sluice against the mock upstream called directly")]
 struct Args {
     /// CI smoke run: concurrency 1 and 10, 20 tokens, 0 and 5 ms, 1 round, 20 answers per
-    /// target, 100 open streams (each can still be overridden).
+    /// target, 100 open streams, 50 connections (each can still be overridden).
     #[arg(long)]
     quick: bool,
     /// Rounds; each runs every workload on every target, targets in rotated order [default: 3].
@@ -73,6 +77,12 @@ struct Args {
     /// The open-streams scenario fails after this long.
     #[arg(long, default_value_t = 120)]
     open_timeout_secs: u64,
+    /// Connections held open at once in the connections scenario: N that send nothing, then
+    /// min(N, 500) 64 KiB heads that must be answered 431, then N that each send an unfinished
+    /// 30 KiB request head (sluice's RSS per connection for both batches), then min(N, 200)
+    /// connections that a 2 s header timeout must close; 0 skips it [default: 2000].
+    #[arg(long)]
+    connections: Option<usize>,
     /// An answer not finished after this long counts as an error.
     #[arg(long, default_value_t = 60)]
     answer_timeout_secs: u64,
@@ -113,6 +123,7 @@ struct Plan {
     targets: Vec<Target>,
     open_streams: usize,
     open_first_delay_ms: u64,
+    connections: usize,
 }
 
 impl Plan {
@@ -166,6 +177,7 @@ impl Plan {
             } else {
                 15_000
             }),
+            connections: args.connections.unwrap_or(if quick { 50 } else { 2000 }),
         })
     }
 }
@@ -418,7 +430,7 @@ async fn run(args: Args, started: Instant) -> Result<bool> {
         .map(|a| shell_quote(&a))
         .collect::<Vec<_>>()
         .join(" ");
-    let want_fds = (plan.open_streams as u64 * 4 + 10_000).max(65_536);
+    let want_fds = ((plan.open_streams.max(plan.connections) as u64) * 4 + 10_000).max(65_536);
     let (nofile, fd_limit) = procs::raise_nofile(want_fds);
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
 
@@ -496,6 +508,7 @@ async fn run(args: Args, started: Instant) -> Result<bool> {
         &meta,
         &outcome.results,
         outcome.open.as_ref(),
+        outcome.conns.as_ref(),
         &outcome.logs,
         started.elapsed().as_secs_f64(),
         build_secs,
@@ -524,12 +537,18 @@ async fn run(args: Args, started: Instant) -> Result<bool> {
         Some(Ok(o)) => o.failed(),
         Some(Err(_)) => true,
     };
-    Ok(!errors && !open_failed && outcome.fatal.is_none())
+    let conns_failed = match &outcome.conns {
+        None => false,
+        Some(Ok(c)) => c.failed(),
+        Some(Err(_)) => true,
+    };
+    Ok(!errors && !open_failed && !conns_failed && outcome.fatal.is_none())
 }
 
 struct Outcome {
     results: Vec<WorkloadResult>,
     open: Option<Result<open::OpenReport, String>>,
+    conns: Option<Result<conns::ConnsReport, String>>,
     logs: Vec<LogSummary>,
     fatal: Option<String>,
 }
@@ -653,10 +672,19 @@ async fn run_with_database(
     } else {
         sluice.stop(Duration::from_secs(10));
     }
+    let mut conns = None;
+    if plan.connections > 0 && fatal.is_none() {
+        conns = Some(
+            connections(plan, &launch, fd_limit, &mut logs)
+                .await
+                .map_err(|e| format!("{e:#}")),
+        );
+    }
     drop(mock);
     Ok(Outcome {
         results,
         open,
+        conns,
         logs,
         fatal,
     })
@@ -712,6 +740,81 @@ async fn open_streams(
     if let Some(status) = sluice.exited() {
         report.sluice_exit = Some(format!(
             "sluice exited ({status}) during the scenario; its last stderr lines:\n{}",
+            sluice.tail()
+        ));
+    }
+    sluice.stop(Duration::from_secs(10));
+    Ok(report)
+}
+
+/// The connections scenario, on a sluice restarted with a long header timeout and a connection
+/// cap above what it holds, then the header-timeout check on one restarted with a short one.
+async fn connections(
+    plan: &Plan,
+    launch: &Launch,
+    fd_limit: u64,
+    logs: &mut Vec<LogSummary>,
+) -> Result<conns::ConnsReport> {
+    let n = plan.connections;
+    // sluice holds one descriptor per connection (and about 250 of its own); so does the bench.
+    let needed = n as u64 + 500;
+    if needed > fd_limit {
+        bail!(
+            "{n} connections need about {needed} file descriptors in sluice and in the bench, \
+             more than RLIMIT_NOFILE {fd_limit}"
+        );
+    }
+    let max_connections = 2 * n + conns::oversized_count(n) + 100;
+    let header_timeout = conns::HELD_HEADER_TIMEOUT_SECS.to_string();
+    let max = max_connections.to_string();
+    let mut sluice = start_sluice(
+        launch,
+        &[
+            ("SLUICE_HEADER_TIMEOUT_SECS", &header_timeout),
+            ("SLUICE_MAX_CONNECTIONS", &max),
+        ],
+    )
+    .await?;
+    eprintln!(
+        "bench: connections: sluice restarted on http://{} (pid {})",
+        sluice.addr,
+        sluice.pid()
+    );
+    let addr: SocketAddr = sluice
+        .addr
+        .parse()
+        .with_context(|| format!("sluice's address {:?}", sluice.addr))?;
+    let mut report = conns::run(sluice.pid(), addr, n, max_connections).await;
+    logs.push(log_summary("connections", &sluice));
+    if let Some(status) = sluice.exited() {
+        report.sluice_exit = Some(format!(
+            "sluice exited ({status}) during the scenario; its last stderr lines:\n{}",
+            sluice.tail()
+        ));
+        return Ok(report);
+    }
+    sluice.stop(Duration::from_secs(10));
+
+    let short = conns::SHORT_HEADER_TIMEOUT_SECS.to_string();
+    let mut sluice = match start_sluice(launch, &[("SLUICE_HEADER_TIMEOUT_SECS", &short)]).await {
+        Ok(sluice) => sluice,
+        Err(e) => {
+            report.timeout_error = Some(format!("{e:#}"));
+            return Ok(report);
+        }
+    };
+    let addr: SocketAddr = sluice
+        .addr
+        .parse()
+        .with_context(|| format!("sluice's address {:?}", sluice.addr))?;
+    report.timeout = Some(conns::header_timeout(addr, conns::timeout_count(n)).await);
+    logs.push(log_summary(
+        &format!("connections, {short} s header timeout"),
+        &sluice,
+    ));
+    if let Some(status) = sluice.exited() {
+        report.sluice_exit = Some(format!(
+            "sluice exited ({status}) during the header-timeout check; its last stderr lines:\n{}",
             sluice.tail()
         ));
     }

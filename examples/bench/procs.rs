@@ -256,6 +256,42 @@ pub fn fd_count(pid: u32) -> Option<usize> {
         .map(Iterator::count)
 }
 
+/// A process's TCP sockets on one local port, as `/proc/PID/net/tcp` lists them (IPv4).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpSockets {
+    /// Sockets in the ESTABLISHED state.
+    pub established: usize,
+    /// Bytes received on them that the process has not read yet (the `rx_queue` column).
+    pub unread_bytes: u64,
+}
+
+/// The ESTABLISHED sockets whose local port is `port`, in the network namespace of `pid`.
+pub fn tcp_sockets(pid: u32, port: u16) -> Option<TcpSockets> {
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    let mut sockets = TcpSockets::default();
+    // sl local_address rem_address st tx_queue:rx_queue ...; addresses and queues in hex.
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(state), Some(queues)) =
+            (fields.get(1), fields.get(3), fields.get(4))
+        else {
+            continue;
+        };
+        let local_port = local
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        if local_port != Some(port) || *state != "01" {
+            continue;
+        }
+        sockets.established += 1;
+        sockets.unread_bytes += queues
+            .split_once(':')
+            .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+            .unwrap_or(0);
+    }
+    Some(sockets)
+}
+
 /// Clock ticks per second, from `getconf CLK_TCK` (100 if that fails).
 pub fn clock_ticks() -> (u64, bool) {
     Command::new("getconf")

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::conns::{ConnsReport, Held};
 use crate::drive::{Errors, Run, Target};
 use crate::open::OpenReport;
 
@@ -149,6 +150,7 @@ pub fn render(
     meta: &Meta,
     results: &[WorkloadResult],
     open: Option<&Result<OpenReport, String>>,
+    conns: Option<&Result<ConnsReport, String>>,
     sluice_log: &[LogSummary],
     wall_secs: f64,
     build_secs: f64,
@@ -306,6 +308,14 @@ pub fn render(
             let _ = writeln!(w, "## Open streams\n\nThe scenario could not run: {e}\n");
         }
         Some(Ok(o)) => render_open(w, o),
+    }
+
+    match conns {
+        None => {}
+        Some(Err(e)) => {
+            let _ = writeln!(w, "## Connections\n\nThe scenario could not run: {e}\n");
+        }
+        Some(Ok(c)) => render_conns(w, c),
     }
 
     let errors: Vec<_> = results
@@ -471,5 +481,159 @@ fn render_open(w: &mut String, o: &OpenReport) {
             let _ = writeln!(w, "- {n} × {message}");
         }
         let _ = writeln!(w);
+    }
+}
+
+fn held_row(w: &mut String, what: &str, h: &Held) {
+    let count = |v: Option<usize>| v.map_or_else(|| "–".to_owned(), |v| v.to_string());
+    let _ = writeln!(
+        w,
+        "| {what} | {} of {} | {} → {}{} | {} | {:.2} s | {} | {} | **{}** | {} | {} | {} | {} |",
+        h.opened,
+        h.requested,
+        count(h.fds_before),
+        count(h.fds_open),
+        if h.settled {
+            ""
+        } else {
+            " (not all accepted and read)"
+        },
+        count(h.sockets_open),
+        h.open_wall.as_secs_f64(),
+        mib(h.rss_before_kib),
+        mib(h.rss_open_kib),
+        h.rss_per_conn_kib()
+            .map_or_else(|| "–".to_owned(), |v| format!("{v:.2} KiB")),
+        h.closed_in.map_or_else(
+            || "not within 30 s".to_owned(),
+            |d| format!("{:.2} s", d.as_secs_f64())
+        ),
+        mib(h.rss_closed_kib),
+        mib(h.rss_closed_later_kib),
+        mib(h.rss_after_traffic_kib),
+    );
+}
+
+fn render_conns(w: &mut String, c: &ConnsReport) {
+    let _ = writeln!(w, "## Connections\n");
+    let _ = writeln!(
+        w,
+        "sluice restarted with `SLUICE_HEADER_TIMEOUT_SECS={}` (so that it closes none of the held connections itself) \
+         and `SLUICE_MAX_CONNECTIONS={}`. Each batch: {} connections opened ({} connects in flight at a time), held until \
+         sluice had accepted every one (its descriptors) and read every byte sent (the receive queues of its sockets in \
+         `/proc/PID/net/tcp`), then 1 s more; RSS per connection = (VmRSS then − VmRSS before the batch) ÷ connections. \
+         Then every client end is closed at once, and VmRSS read 1 s and 5 s after sluice's descriptors are back, \
+         and 1 s after {} `GET /healthz` requests that follow (an allocator may give freed memory back only when it runs again). \
+         The oversized heads (below) are sent between the two batches. \
+         The unfinished head is `GET / HTTP/1.1`, `Host: x` and an `X-Pad:` field of {} bytes with no line end \
+         (under the 32 KiB limit).\n",
+        c.header_timeout_secs,
+        c.max_connections,
+        c.requested,
+        crate::conns::CONNECTS_IN_FLIGHT,
+        crate::conns::TRAFFIC_REQUESTS,
+        crate::conns::PARTIAL_PAD,
+    );
+    let _ = writeln!(
+        w,
+        "| connections | opened | sluice fds before → all open | sluice's established sockets | until all accepted and read | VmRSS before MiB | VmRSS all open MiB | RSS per connection | closing: until fds back | VmRSS 1 s after MiB | 5 s after MiB | after the requests MiB |"
+    );
+    let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    held_row(w, "silent (send nothing)", &c.silent);
+    held_row(
+        w,
+        &format!("unfinished head ({} bytes sent)", c.partial.sent_bytes),
+        &c.partial,
+    );
+    let _ = writeln!(w);
+    for (what, h) in [("silent", &c.silent), ("unfinished head", &c.partial)] {
+        for (message, n) in &h.errors.kinds {
+            let _ = writeln!(w, "- {what}: {n} × {message}");
+        }
+    }
+    if c.silent.errors.count + c.partial.errors.count > 0 {
+        let _ = writeln!(w);
+    }
+
+    let o = &c.oversized;
+    let _ = writeln!(
+        w,
+        "Oversized heads: {} connections at once, each sending a complete head of {} bytes (one `X-Pad:` field of {} bytes) \
+         and reading the answer.\n",
+        o.requested,
+        o.sent_bytes,
+        crate::conns::OVERSIZED_PAD,
+    );
+    let _ = writeln!(w, "| measure | value |");
+    let _ = writeln!(w, "|---|--:|");
+    let _ = writeln!(
+        w,
+        "| answered 431 | **{} of {}** |",
+        o.refused_431, o.requested
+    );
+    let _ = writeln!(w, "| anything else | {} |", o.other.count);
+    let _ = writeln!(w, "| wall time | {:.2} s |", o.wall.as_secs_f64());
+    let _ = writeln!(w, "| sluice VmRSS before | {} MiB |", mib(o.rss_before_kib));
+    let _ = writeln!(
+        w,
+        "| sluice peak RSS (VmHWM{}) | {} MiB |",
+        if o.peak_reset {
+            ", reset before"
+        } else {
+            " since start: it could not be reset"
+        },
+        mib(o.rss_peak_kib)
+    );
+    let _ = writeln!(
+        w,
+        "| sluice VmRSS 1 s after | {} MiB |",
+        mib(o.rss_after_kib)
+    );
+    let _ = writeln!(w);
+    for (message, n) in &o.other.kinds {
+        let _ = writeln!(w, "- {n} × {message}");
+    }
+    if o.other.count > 0 {
+        let _ = writeln!(w);
+    }
+
+    match (&c.timeout, &c.timeout_error) {
+        (_, Some(e)) => {
+            let _ = writeln!(w, "The header-timeout check could not run: {e}\n");
+        }
+        (Some(t), None) => {
+            let after = pcts(&t.closed_after_us);
+            let max = t
+                .closed_after_us
+                .iter()
+                .max()
+                .map(|us| f64::from(*us) / 1_000_000.0);
+            let _ = writeln!(
+                w,
+                "Header timeout: sluice restarted with `SLUICE_HEADER_TIMEOUT_SECS={}`; {} connections that send nothing and {} \
+                 that send the unfinished head, all at once: **{} of {} closed by sluice**, after p50 {} s, max {} s \
+                 from connecting ({} bytes sent back on them).\n",
+                t.header_timeout_secs,
+                t.silent,
+                t.partial,
+                t.closed,
+                t.silent + t.partial,
+                after
+                    .p50
+                    .map_or_else(|| "–".to_owned(), |ms| format!("{:.2}", ms / 1000.0)),
+                max.map_or_else(|| "–".to_owned(), |s| format!("{s:.2}")),
+                t.answered_bytes,
+            );
+            for (message, n) in &t.errors.kinds {
+                let _ = writeln!(w, "- {n} × {message}");
+            }
+            if t.errors.count > 0 {
+                let _ = writeln!(w);
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(exit) = &c.sluice_exit {
+        let _ = writeln!(w, "**sluice died:**\n\n```\n{exit}\n```\n");
     }
 }
