@@ -217,6 +217,22 @@ async fn router_nest_routes_only_the_prefix_without_a_slash_to_sluice() {
     assert_eq!(api.status(), 200);
 }
 
+/// The browser to drive, or `None` (with a message) when the tools are missing: a skip
+/// everywhere but in CI, where it fails the test.
+fn browser_or_skip(root: &Path) -> Option<PathBuf> {
+    match missing_browser_tools(root) {
+        Ok(chromium) => Some(chromium),
+        Err(why) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must run the browser test, but: {why}"
+            );
+            eprintln!("browser test skipped: {why}");
+            None
+        }
+    }
+}
+
 /// Why the browser test cannot run here, if it cannot.
 fn missing_browser_tools(root: &Path) -> Result<PathBuf, String> {
     let chromium = std::env::var("SLUICE_TEST_CHROMIUM")
@@ -308,16 +324,8 @@ async fn switchable_search() -> String {
 #[tokio::test]
 async fn the_chat_page_works_in_a_real_browser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let chromium = match missing_browser_tools(root) {
-        Ok(chromium) => chromium,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI must run the browser test, but: {why}"
-            );
-            eprintln!("browser test skipped: {why}");
-            return;
-        }
+    let Some(chromium) = browser_or_skip(root) else {
+        return;
     };
     // Web search through the fake SearXNG (pages on loopback allowed), for the internet toggle.
     let search = switchable_search().await;
@@ -358,42 +366,17 @@ async fn the_chat_page_works_in_a_real_browser() {
 
 #[tokio::test]
 async fn the_chat_page_keeps_and_marks_an_answer_cut_by_a_server_crash() {
-    use crate::lifecycle::{sluice_command, spawn_process};
+    use crate::lifecycle::{restartable, slow};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let chromium = match missing_browser_tools(root) {
-        Ok(chromium) => chromium,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "CI must run the browser test, but: {why}"
-            );
-            eprintln!("browser test skipped: {why}");
-            return;
-        }
+    let Some(chromium) = browser_or_skip(root) else {
+        return;
     };
     let mock = MockUpstream::start().await.unwrap();
-    let words: Vec<String> = (0..600).map(|i| format!("w{i} ")).collect();
-    let mut script = Script::text(&words.iter().map(String::as_str).collect::<Vec<_>>());
-    script.chunk_delay_ms = 20;
-    mock.set_default(script);
+    mock.set_default(slow(600, 20));
     let (database_url, _dir) = fresh_database().await;
     let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
-    // The restarted server must be found where the page left the first one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = || {
-        let mut command = sluice_command(&database_url, &mock);
-        command
-            .env("SLUICE_ADMIN_KEY", &key)
-            .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
-            // Checkpoints once a second: the page is ahead of the database when it dies.
-            .env("SLUICE_CHECKPOINT_INTERVAL_MS", "1000");
-        spawn_process(command)
-    };
+    let server = restartable(&database_url, &mock, &key);
     let mut first = server();
     let mut node = tokio::process::Command::new("node")
         .arg(root.join("tests/browser/crash.mjs"))

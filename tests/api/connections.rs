@@ -43,6 +43,19 @@ async fn read_until_closed(tcp: &mut TcpStream, within: Duration) -> Option<(Vec
     }
 }
 
+/// Asserts that a connection closed `after` was closed at its `due` time: not before it, and
+/// at most one sweep (a quarter of the shortest timeout) and some scheduling later.
+fn closed_near(after: Duration, due: Duration) {
+    assert!(
+        after >= due - Duration::from_millis(100),
+        "closed too early: {after:?}, due at {due:?}"
+    );
+    assert!(
+        after < due + Duration::from_millis(900),
+        "closed too late: {after:?}, due at {due:?}"
+    );
+}
+
 /// Whether the connection is still open: nothing to read, and no end of stream, for `for_`.
 async fn still_open(tcp: &mut TcpStream, for_: Duration) -> bool {
     read_until_closed(tcp, for_).await.is_none()
@@ -66,14 +79,7 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
         .expect("closed by the server");
 
     assert!(sent.is_empty(), "nothing is answered to nothing");
-    assert!(
-        after >= HEADER - Duration::from_millis(100),
-        "closed too early: {after:?}"
-    );
-    assert!(
-        after < HEADER + Duration::from_millis(900),
-        "closed too late: {after:?}"
-    );
+    closed_near(after, HEADER);
 }
 
 #[tokio::test]
@@ -176,14 +182,7 @@ async fn a_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_header
     let (_, after) = read_until_closed(&mut tcp, IDLE + Duration::from_secs(3))
         .await
         .expect("closed once idle");
-    assert!(
-        after >= IDLE - Duration::from_millis(100),
-        "closed too early: {after:?}"
-    );
-    assert!(
-        after < IDLE + Duration::from_secs(1),
-        "closed too late: {after:?}"
-    );
+    closed_near(after, IDLE);
 }
 
 #[tokio::test]

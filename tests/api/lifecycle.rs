@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn slow(chunks: usize, delay_ms: u64) -> Script {
+/// `w0 w1 w2 …`, `chunks` words, `delay_ms` apart.
+pub(crate) fn slow(chunks: usize, delay_ms: u64) -> Script {
     let words: Vec<String> = (0..chunks).map(|i| format!("w{i} ")).collect();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
     let mut s = Script::text(&refs);
@@ -100,6 +101,17 @@ impl Process {
 
     /// Creates a chat named `name` with one question; returns the chat id.
     pub(crate) async fn ask(&self, client: &reqwest::Client, key: &str, name: &str) -> String {
+        self.ask_this(client, key, name, "q").await
+    }
+
+    /// Creates a chat named `name` with `question`; returns the chat id.
+    pub(crate) async fn ask_this(
+        &self,
+        client: &reqwest::Client,
+        key: &str,
+        name: &str,
+        question: &str,
+    ) -> String {
         let chat: Value = client
             .post(format!("{}/chats/create", self.base))
             .bearer_auth(key)
@@ -114,7 +126,7 @@ impl Process {
         let created = client
             .post(format!("{}/conversations/create", self.base))
             .bearer_auth(key)
-            .json(&json!({"chat_id": chat_id, "role": "Human", "message": "q"}))
+            .json(&json!({"chat_id": chat_id, "role": "Human", "message": question}))
             .send()
             .await
             .unwrap();
@@ -181,6 +193,29 @@ fn start_process(database_url: &str, mock: &MockUpstream, admin_key: Option<&str
         command.env("SLUICE_ADMIN_KEY", key);
     }
     spawn_process(command)
+}
+
+/// Starts sluice on one address and database, as often as called: a process killed by a test
+/// is followed by one that its clients find where they left the first. It checkpoints once a
+/// second, so that a reader is ahead of the database when the process dies.
+pub(crate) fn restartable<'a>(
+    database_url: &'a str,
+    mock: &'a MockUpstream,
+    key: &'a str,
+) -> impl Fn() -> Process + 'a {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    move || {
+        let mut command = sluice_command(database_url, mock);
+        command
+            .env("SLUICE_ADMIN_KEY", key)
+            .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SLUICE_CHECKPOINT_INTERVAL_MS", "1000");
+        spawn_process(command)
+    }
 }
 
 /// Starts `command` (a sluice server) and waits until it listens.
@@ -516,12 +551,8 @@ async fn after_a_crash_a_resume_beyond_the_saved_text_gets_interrupted_and_done_
     let (database_url, _dir) = fresh_database().await;
     let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
     let client = reqwest::Client::new();
-    let mut command = sluice_command(&database_url, &mock);
-    // Checkpoints once a second: the reader is ahead of the database when the process dies.
-    command
-        .env("SLUICE_ADMIN_KEY", &key)
-        .env("SLUICE_CHECKPOINT_INTERVAL_MS", "1000");
-    let mut first = spawn_process(command);
+    let server = restartable(&database_url, &mock, &key);
+    let mut first = server();
     let chat_id = first.ask(&client, &key, "crash").await;
     let mut sse = SseClient::new(
         client
@@ -536,7 +567,7 @@ async fn after_a_crash_a_resume_beyond_the_saved_text_gets_interrupted_and_done_
 
     first.child.kill().unwrap();
     first.child.wait().unwrap();
-    let mut second = start_process(&database_url, &mock, Some(&key));
+    let mut second = server();
     let (message_id, offset) = last_id.split_once(':').unwrap();
     assert_eq!(offset.parse::<usize>().unwrap(), seen.len());
     let store = sluice::store::Store::connect(&database_url).await.unwrap();
@@ -613,25 +644,14 @@ async fn a_crash_the_moment_the_upstream_is_called_leaves_a_row_with_estimated_u
     let mut first = start_process(&database_url, &mock, Some(&key));
     let mut chats = Vec::new();
     for i in 0..5 {
-        let chat: Value = client
-            .post(format!("{}/chats/create", first.base))
-            .bearer_auth(&key)
-            .json(&json!({"name": format!("chat {i}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let chat_id = chat["id"].as_str().unwrap().to_owned();
-        let created = client
-            .post(format!("{}/conversations/create", first.base))
-            .bearer_auth(&key)
-            .json(&json!({"chat_id": chat_id, "role": "Human", "message": format!("question {i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), 201);
+        let chat_id = first
+            .ask_this(
+                &client,
+                &key,
+                &format!("chat {i}"),
+                &format!("question {i}"),
+            )
+            .await;
         chats.push(chat_id);
     }
 

@@ -456,29 +456,12 @@ async fn the_terminal_client_keeps_what_it_printed_when_the_server_crashes_and_s
 }
 
 async fn keeps_what_it_printed_across_a_crash() {
-    use crate::lifecycle::{sluice_command, spawn_process};
+    use crate::lifecycle::{restartable, slow};
     let mock = MockUpstream::start().await.unwrap();
-    let words: Vec<String> = (0..400).map(|i| format!("w{i} ")).collect();
-    let mut script = Script::text(&words.iter().map(String::as_str).collect::<Vec<_>>());
-    script.chunk_delay_ms = 20;
-    mock.set_default(script);
+    mock.set_default(slow(400, 20));
     let (database_url, _dir) = fresh_database().await;
     let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
-    // The restarted server must be found where the client left the first one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = || {
-        let mut command = sluice_command(&database_url, &mock);
-        command
-            .env("SLUICE_ADMIN_KEY", &key)
-            .env("SLUICE_LISTEN", format!("127.0.0.1:{port}"))
-            // Checkpoints once a second: the client is ahead of the database when it dies.
-            .env("SLUICE_CHECKPOINT_INTERVAL_MS", "1000");
-        spawn_process(command)
-    };
+    let server = restartable(&database_url, &mock, &key);
     let mut first = server();
     let mut child = client(&first.base, &key)
         .args(["talk", "for", "long"])
