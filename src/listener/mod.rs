@@ -146,6 +146,8 @@ pub async fn serve(
         ));
     }
     drop(listener);
+    // Connections being answered finish (open streams get their farewell); the others close.
+    registry.close_waiting();
     graceful.shutdown().await;
     sweeper.abort();
     Ok(())

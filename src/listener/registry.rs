@@ -87,6 +87,16 @@ impl Registry {
         victim.is_some()
     }
 
+    /// Closes every connection that is waiting for a request (at shutdown: nothing more will be
+    /// read, and a connection that never sends a head must not hold the shutdown up).
+    pub(super) fn close_waiting(&self) {
+        for conn in self.conns().iter().filter_map(Weak::upgrade) {
+            if conn.is_waiting() {
+                conn.close();
+            }
+        }
+    }
+
     /// Closes every connection past its deadline and forgets the ones that are gone.
     pub(super) fn sweep(&self) {
         let now = now_ms();

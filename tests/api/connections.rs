@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{Script, TestApp, spawn_app_with, text_of};
+use crate::helpers::{Script, TestApp, spawn_app, spawn_app_with, text_of};
 
 const HEADER: Duration = Duration::from_secs(1);
 const IDLE: Duration = Duration::from_secs(3);
@@ -310,6 +310,38 @@ async fn at_the_cap_with_every_connection_answering_a_new_one_is_closed_at_once(
     assert!(
         metrics.contains("sluice_connections_refused_total"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_shutdown_does_not_wait_for_connections_that_never_sent_a_request() {
+    let mut app = spawn_app().await;
+    let mut silent = TcpStream::connect(addr(&app)).await.unwrap();
+    let mut idle = TcpStream::connect(addr(&app)).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 200);
+
+    let started = Instant::now();
+    app.shutdown().await.expect("clean shutdown");
+
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the shutdown waited {:?} (header timeout 10 s)",
+        started.elapsed()
+    );
+    assert!(
+        read_until_closed(&mut silent, Duration::from_secs(1))
+            .await
+            .is_some()
+    );
+    assert!(
+        read_until_closed(&mut idle, Duration::from_secs(1))
+            .await
+            .is_some()
     );
 }
 
