@@ -9,7 +9,7 @@
 //!     [--open-streams 10000] [--open-first-delay-ms 15000] [--open-timeout-secs 120]
 //!     [--connections 2000]
 //!     [--answer-timeout-secs 60] [--postgres URL] [--upstream-http2 [STREAMS]] [--out PATH]
-//!     [--no-build] [--no-warmup]
+//!     [--no-build] [--no-warmup] [--sluice-bin PATH]
 //! ```
 //!
 //! It builds `sluice` and the `mock_upstream` example in release mode, starts both as child
@@ -100,6 +100,10 @@ struct Args {
     /// Use the binaries already in the target directory.
     #[arg(long)]
     no_build: bool,
+    /// Run this sluice binary instead of the one built here (for an A/B of two builds on one
+    /// machine); the mock upstream is still this tree's.
+    #[arg(long, value_name = "PATH")]
+    sluice_bin: Option<PathBuf>,
     /// Skip the unrecorded warm-up pass before the first round of each workload.
     #[arg(long)]
     no_warmup: bool,
@@ -440,7 +444,10 @@ async fn run(args: Args, started: Instant) -> Result<bool> {
     }
     let build_secs = build_started.elapsed().as_secs_f64();
     let release = target_dir(&manifest).join("release");
-    let sluice_bin = release.join("sluice");
+    let sluice_bin = args
+        .sluice_bin
+        .clone()
+        .unwrap_or_else(|| release.join("sluice"));
     let mock_bin = release.join("examples").join("mock_upstream");
     for bin in [&sluice_bin, &mock_bin] {
         if !bin.exists() {
