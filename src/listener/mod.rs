@@ -51,6 +51,9 @@ impl Protocols {
         http1
             .max_headers(limits.max_header_fields)
             .max_header_size(limits.max_header_bytes)
+            // hyper's read buffer grows by doubling up to this: without it, a head just under
+            // the limit made it 64 KiB.
+            .max_buf_size((limits.max_header_bytes + 8 * 1024).max(8 * 1024))
             // The registry keeps the head and idle clocks: hyper's own header timeout would
             // also run while a keep-alive connection waits for its next request.
             .header_read_timeout(None);
