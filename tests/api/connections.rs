@@ -61,6 +61,21 @@ async fn still_open(tcp: &mut TcpStream, for_: Duration) -> bool {
     read_until_closed(tcp, for_).await.is_none()
 }
 
+/// Sends `GET /healthz` on a raw connection and checks that it is answered 200.
+async fn healthz_on(tcp: &mut TcpStream) {
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert_eq!(
+        status_of(&buf[..n]),
+        200,
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
 fn status_of(response: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(response);
     text.split_whitespace()
@@ -161,21 +176,12 @@ async fn a_request_body_that_stalls_gets_a_408_and_nothing_is_created() {
 async fn a_keep_alive_connection_is_closed_after_the_idle_timeout_not_the_header_timeout() {
     let app = app_with_short_timeouts().await;
     let mut tcp = TcpStream::connect(addr(&app)).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = tcp.read(&mut buf).await.unwrap();
-    assert_eq!(status_of(&buf[..n]), 200);
+    healthz_on(&mut tcp).await;
     let answered = Instant::now();
 
     // Idle past the header timeout: still open, and still serves a request.
     assert!(still_open(&mut tcp, HEADER + Duration::from_millis(500)).await);
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let n = tcp.read(&mut buf).await.unwrap();
-    assert_eq!(status_of(&buf[..n]), 200, "the idle connection was reused");
+    healthz_on(&mut tcp).await;
     let answered_again = Instant::now();
     assert!(answered_again.duration_since(answered) < IDLE);
 
@@ -318,12 +324,7 @@ async fn a_shutdown_does_not_wait_for_connections_that_never_sent_a_request() {
     let mut app = spawn_app().await;
     let mut silent = TcpStream::connect(addr(&app)).await.unwrap();
     let mut idle = TcpStream::connect(addr(&app)).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 1024];
-    let n = idle.read(&mut buf).await.unwrap();
-    assert_eq!(status_of(&buf[..n]), 200);
+    healthz_on(&mut idle).await;
 
     let started = Instant::now();
     app.shutdown().await.expect("clean shutdown");

@@ -150,27 +150,32 @@ async fn refused_naming_name(response: reqwest::Response, name: &str) {
     assert!(message.contains("name"), "{name:?}: {message}");
 }
 
+/// Asserts that `name` is refused both for a new chat and as a new name for `chat`.
+async fn refused_on_create_and_rename(app: &TestApp, chat: &str, name: &str) {
+    let created = app
+        .post_json("/chats/create", &json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    refused_naming_name(created, name).await;
+    let renamed = put_json(
+        app,
+        &format!("/chats/update/{chat}"),
+        &json!({"name": name}),
+    )
+    .send()
+    .await
+    .unwrap();
+    refused_naming_name(renamed, name).await;
+}
+
 #[tokio::test]
 async fn a_name_with_a_bidirectional_override_or_isolate_is_422_naming_name() {
     let app = spawn_app().await;
     let chat = app.create_chat("valid").await;
 
     for name in ["invoice\u{202E}fdp.exe", "a\u{2066}b\u{2069}", "\u{202A}x"] {
-        let created = app
-            .post_json("/chats/create", &json!({"name": name}))
-            .send()
-            .await
-            .unwrap();
-        refused_naming_name(created, name).await;
-        let renamed = put_json(
-            &app,
-            &format!("/chats/update/{chat}"),
-            &json!({"name": name}),
-        )
-        .send()
-        .await
-        .unwrap();
-        refused_naming_name(renamed, name).await;
+        refused_on_create_and_rename(&app, &chat, name).await;
     }
     let fetched: Value = app
         .get(&format!("/chats/{chat}"))
@@ -194,21 +199,7 @@ async fn a_name_with_no_visible_character_is_422_naming_name() {
         " \u{2060} \u{FEFF} ",
         "\u{00AD}\u{180E}\u{FE0F}",
     ] {
-        let created = app
-            .post_json("/chats/create", &json!({"name": name}))
-            .send()
-            .await
-            .unwrap();
-        refused_naming_name(created, name).await;
-        let renamed = put_json(
-            &app,
-            &format!("/chats/update/{chat}"),
-            &json!({"name": name}),
-        )
-        .send()
-        .await
-        .unwrap();
-        refused_naming_name(renamed, name).await;
+        refused_on_create_and_rename(&app, &chat, name).await;
     }
 }
 

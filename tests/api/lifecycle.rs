@@ -95,6 +95,23 @@ impl Drop for Process {
 }
 
 impl Process {
+    /// Opens the answer stream of a chat, as an SSE client would.
+    pub(crate) async fn stream(
+        &self,
+        client: &reqwest::Client,
+        key: &str,
+        chat_id: &str,
+    ) -> SseClient {
+        SseClient::new(
+            client
+                .get(format!("{}/conversations/inference/{chat_id}", self.base))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap(),
+        )
+    }
+
     pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -264,14 +281,7 @@ async fn a_process_killed_mid_stream_leaves_the_partial_answer_incomplete_after_
     let client = reqwest::Client::new();
     let mut first = start_process(&database_url, &mock, Some(&key));
     let chat_id = first.ask(&client, &key, "crash").await;
-    let mut sse = SseClient::new(
-        client
-            .get(format!("{}/conversations/inference/{chat_id}", first.base))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
-    );
+    let mut sse = first.stream(&client, &key, &chat_id).await;
     let mut seen = String::new();
     while seen.len() < 30 {
         let e = sse.next().await.unwrap();
@@ -304,16 +314,7 @@ async fn a_process_killed_mid_stream_leaves_the_partial_answer_incomplete_after_
         "saved {saved_text:?}, seen {seen:?}"
     );
     assert!(saved_text.starts_with("w0 w1 "), "{saved_text}");
-    let replay = SseClient::new(
-        client
-            .get(format!("{}/conversations/inference/{chat_id}", second.base))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .collect()
-    .await;
+    let replay = second.stream(&client, &key, &chat_id).await.collect().await;
     assert_eq!(text_of(&replay), saved_text);
     let done = named(&replay, "done").unwrap();
     assert_eq!(done["status"], "incomplete");
@@ -554,14 +555,7 @@ async fn after_a_crash_a_resume_beyond_the_saved_text_gets_interrupted_and_done_
     let server = restartable(&database_url, &mock, &key);
     let mut first = server();
     let chat_id = first.ask(&client, &key, "crash").await;
-    let mut sse = SseClient::new(
-        client
-            .get(format!("{}/conversations/inference/{chat_id}", first.base))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
-    );
+    let mut sse = first.stream(&client, &key, &chat_id).await;
     // Past the first checkpoint, and on into the next second.
     let (seen, last_id) = read_text(&mut sse, 300).await;
 
