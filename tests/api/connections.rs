@@ -61,6 +61,17 @@ async fn still_open(tcp: &mut TcpStream, for_: Duration) -> bool {
     read_until_closed(tcp, for_).await.is_none()
 }
 
+/// The Prometheus text of `/metrics`.
+async fn metrics_text(app: &TestApp) -> String {
+    app.get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Sends `GET /healthz` on a raw connection and checks that it is answered 200.
 async fn healthz_on(tcp: &mut TcpStream) {
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -253,15 +264,7 @@ async fn a_flood_of_idle_connections_leaves_room_for_a_real_request() {
         "the real request waited {:?}",
         started.elapsed()
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     assert!(
         metrics.contains("sluice_connections_closed_total{reason=\"evicted\"}"),
         "{metrics}"
@@ -305,14 +308,7 @@ async fn at_the_cap_with_every_connection_answering_a_new_one_is_closed_at_once(
             "the busy ones go on"
         );
     }
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&app).await;
     assert!(
         metrics.contains("sluice_connections_refused_total"),
         "{metrics}"
