@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let close = sluice.services();
         async move {
             let _ = tokio::signal::ctrl_c().await;
-            close.hub.closing().cancel();
+            close.closing().cancel();
         }
     });
     // `into_make_service` prepares the router once rather than once per connection.

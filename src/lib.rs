@@ -12,6 +12,7 @@ pub mod listener;
 pub mod providers;
 pub mod search;
 pub mod service;
+pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -99,21 +99,19 @@ impl Sluice {
         );
         let hub = Hub::new(
             store.clone(),
-            providers.clone(),
             search,
             HubConfig {
                 checkpoint_interval: settings.checkpoint_interval,
-                max_context_messages: settings.limits.max_context_messages,
             },
         );
         let checkpointer = hub.spawn_checkpointer();
-        let services = Arc::new(Services {
+        let services = Arc::new(Services::new(
             store,
             hub,
             providers,
-            limits: settings.limits,
+            settings.limits,
             default_workspace,
-        });
+        ));
         let router = http::router(AppState {
             services: services.clone(),
             auth: settings.auth,
@@ -140,21 +138,19 @@ impl Sluice {
 
     /// Starts shutting down: open streams get their farewell and end, no generation starts.
     pub fn close(&self) {
-        self.services.hub.closing().cancel();
+        self.services.closing().cancel();
     }
 
     /// Resolves once [`Sluice::close`] was called; hand it to `with_graceful_shutdown`.
     pub fn shutdown_signal(&self) -> impl Future<Output = ()> + Send + 'static {
-        self.services.hub.closing().clone().cancelled_owned()
+        self.services.closing().clone().cancelled_owned()
     }
 
     /// Lets running generations finish within the grace period, saves the rest as
     /// `incomplete`, and writes a last checkpoint. Call it after the server stopped.
     pub async fn finish(self) {
-        let hub = self.services.hub.clone();
         tracing::info!("waiting for running generations");
-        hub.drain(self.grace).await;
-        hub.checkpoint_all().await;
+        self.services.drain(self.grace).await;
         self.checkpointer.abort();
     }
 }
@@ -222,7 +218,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let closing = self.sluice.services.hub.closing().clone();
+        let closing = self.sluice.services.closing().clone();
         tokio::spawn(async move {
             shutdown.await;
             closing.cancel();

@@ -3,11 +3,51 @@
 
 use serde::{Deserialize, Serialize};
 
+mod answer;
+mod chat;
 mod display_text;
 mod text;
 
+pub use answer::{Citation, Finished, GenEvent, ResumeAt, ResumePoint, ToolCallDelta};
+pub use chat::{
+    ApiKey, Chat, ChatName, ChatSettings, MAX_CHAT_NAME_CHARS, Message, Temperature, TopP,
+    UsageEntry, Workspace,
+};
 pub use display_text::display_text;
 pub use text::LineBreaks;
+
+/// The two kinds of key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Server-side key: may do everything in its workspace.
+    Secret,
+    /// Browser key: public by nature, limited to a chat's own endpoints.
+    Publishable,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Secret => "secret",
+            KeyKind::Publishable => "publishable",
+        }
+    }
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Secret => "sk_live_",
+            KeyKind::Publishable => "pk_live_",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "secret" => Some(KeyKind::Secret),
+            "publishable" => Some(KeyKind::Publishable),
+            _ => None,
+        }
+    }
+}
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +77,12 @@ impl Role {
             "tool" => Some(Role::Tool),
             _ => None,
         }
+    }
+}
+
+impl PartialEq<&str> for Role {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -80,6 +126,12 @@ impl MessageStatus {
             MessageStatus::Streaming => "processing",
             MessageStatus::Incomplete | MessageStatus::Failed => "failed",
         }
+    }
+}
+
+impl PartialEq<&str> for MessageStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

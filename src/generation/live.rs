@@ -7,45 +7,14 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use entity::message;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::domain::{LineBreaks, MessageStatus, StreamFailure, Usage};
-use crate::providers::ToolCallDelta;
-
-/// How an answer ended, with the saved assistant row (none for answers that are not stored).
-#[derive(Clone, Debug)]
-pub struct Finished {
-    pub message: Option<message::Model>,
-    pub status: MessageStatus,
-    pub finish_reason: Option<String>,
-    pub usage: Usage,
-    /// The `[n]` markers of an answer given sources (the internet variant), in order of use.
-    pub citations: Option<Vec<crate::search::Citation>>,
-}
-
-/// What a reader receives, in order: sources, deltas and errors at their offsets, then done.
-#[derive(Clone, Debug)]
-pub enum GenEvent {
-    Sources(Arc<Value>),
-    /// Text, and the byte offset of the answer after it.
-    Delta {
-        text: String,
-        end: usize,
-    },
-    ToolCall {
-        call: ToolCallDelta,
-        offset: usize,
-    },
-    Error {
-        failure: StreamFailure,
-        offset: usize,
-    },
-    Done(Arc<Finished>),
-}
+use crate::domain::{
+    Finished, GenEvent, LineBreaks, Message, MessageStatus, StreamFailure, ToolCallDelta,
+};
 
 /// Why a running generation is being cancelled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,16 +80,9 @@ impl Live {
     }
 
     /// A finished log rebuilt from the database, so that replay and live reading share one path.
-    pub(crate) fn saved(row: message::Model, error: Option<StreamFailure>) -> Self {
+    pub(crate) fn saved(row: Message, error: Option<StreamFailure>) -> Self {
         let live = Self::new(row.id, row.chat_id, row.reply_to.unwrap_or_default());
-        let status = MessageStatus::parse(&row.status);
-        let usage = Usage::new(
-            row.prompt_tokens
-                .map_or(0, |v| u32::try_from(v).unwrap_or(0)),
-            row.completion_tokens
-                .map_or(0, |v| u32::try_from(v).unwrap_or(0)),
-            row.usage_estimated,
-        );
+        let (status, usage) = (row.status, row.usage);
         {
             let mut st = live.lock();
             st.text = row.content.clone();

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use entity::message;
 use futures::StreamExt;
 use tokio::time::{Instant, timeout_at};
 use uuid::Uuid;
 
-use super::{CancelReason, Finished, Hub, Live};
-use crate::domain::{LineBreaks, MessageStatus, PromptMessage, StreamFailure, Usage};
+use super::{CancelReason, Hub, Live};
+use crate::domain::{
+    Finished, LineBreaks, Message, MessageStatus, PromptMessage, StreamFailure, Usage,
+};
 use crate::providers::{ChatRequest, ProviderError, Resolved, StreamEvent};
 use crate::store::{Finish, FinishRecord, UsageRecord};
 use crate::telemetry::names;
@@ -145,12 +146,12 @@ pub(super) async fn run(mut job: Job) {
     let model = answered_by.model.clone();
     let bytes = text.len();
     let saved = match rows {
-        Some((row, generation)) => {
+        Some((row, generation_id)) => {
             let record = FinishRecord {
                 workspace_id: job.workspace_id,
                 chat_id: row.chat_id,
                 message_id: row.id,
-                generation_id: generation.id,
+                generation_id,
                 content: text,
                 status,
                 finish_reason: finish_reason.clone(),
@@ -380,7 +381,7 @@ fn cancelled(live: &Live) -> Outcome {
 
 /// Saves the outcome, retrying a failing database for a while: an answer is never dropped
 /// because of a transient error; readers get `done` with the row either way.
-async fn save(job: &Job, row: &message::Model, record: Arc<FinishRecord>) -> message::Model {
+async fn save(job: &Job, row: &Message, record: Arc<FinishRecord>) -> Message {
     let mut delay = Duration::from_millis(100);
     let mut updated_at = None;
     for attempt in 1..=8 {
@@ -396,17 +397,14 @@ async fn save(job: &Job, row: &message::Model, record: Arc<FinishRecord>) -> mes
             }
         }
     }
-    // The saved row, built from what was written rather than read back.
-    let tokens = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-    message::Model {
+    // The saved message, built from what was written rather than read back.
+    Message {
         content: record.content.clone(),
-        status: record.status.as_str().to_owned(),
+        status: record.status,
         finish_reason: record.finish_reason.clone(),
         provider: Some(record.provider.clone()),
         model: Some(record.model.clone()),
-        prompt_tokens: Some(tokens(record.usage.prompt_tokens)),
-        completion_tokens: Some(tokens(record.usage.completion_tokens)),
-        usage_estimated: record.usage.estimated,
+        usage: record.usage,
         cost_micros: Some(record.cost_micros),
         sources: record.sources.clone(),
         updated_at: updated_at.unwrap_or_else(crate::store::now),

@@ -7,15 +7,15 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use entity::{generation, message};
 use sea_orm::DbErr;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::Live;
 use crate::store::{Finish, NewGeneration, Store};
 
-/// The inserted answer row and its generation, or why they could not be inserted.
-pub(super) type Rows = Result<(message::Model, generation::Model), DbErr>;
+/// The inserted answer and its generation's id, or why they could not be inserted.
+pub(super) type Rows = Result<(crate::domain::Message, Uuid), DbErr>;
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 256;

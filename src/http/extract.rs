@@ -121,12 +121,7 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, Erro
                     "X-User-Id must be 1 to 255 printable characters",
                 )
             })?;
-        if principal.kind != KeyKind::Secret {
-            return Err(Error::Forbidden(
-                "X-User-Id is accepted only with a secret key".into(),
-            ));
-        }
-        principal.end_user = Some(user.to_owned());
+        principal = principal.acting_for(user)?;
     }
     Ok(principal)
 }

@@ -98,24 +98,22 @@ struct Readiness {
     ),
 )]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let services = &state.services;
-    let database = services.store.ping().await;
-    let closing = services.hub.closing().is_cancelled();
-    let ready = database.is_ok() && !closing;
-    if let Err(e) = &database {
+    let found = state.services.readiness().await;
+    let ready = found.database.is_ok() && !found.shutting_down;
+    if let Err(e) = &found.database {
         tracing::warn!(error = %e, "readiness: database unreachable");
     }
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
-        database: if database.is_ok() {
+        database: if found.database.is_ok() {
             "ok"
         } else {
             "unreachable"
         },
-        shutting_down: closing,
-        demo_model: services.providers.is_demo(),
-        models: services.providers.model_ids(),
-        running_generations: services.hub.running_count(),
+        shutting_down: found.shutting_down,
+        demo_model: found.demo_model,
+        models: found.models,
+        running_generations: found.running_generations,
     };
     let status = if ready {
         StatusCode::OK

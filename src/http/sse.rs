@@ -1,15 +1,21 @@
 //! Server-Sent Events framing shared by the dialects: headers, the opening comment,
-//! keep-alives, and a farewell event when the server shuts down.
+//! keep-alives, a farewell event when the server shuts down, and the resumable event ids
+//! (`<message id>:<byte offset>`, `<message id>:done`) with their `Last-Event-ID` parser.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
+use uuid::Uuid;
 
-use crate::generation::Closing;
+use crate::domain::{ResumeAt, ResumePoint};
+use crate::error::Error;
+use crate::http::extract::query_pairs;
+
+use crate::shutdown::Closing;
 
 /// Counts an open SSE response in the `sluice_open_streams` gauge while it lives.
 struct OpenStream(metrics::Gauge);
@@ -72,4 +78,120 @@ where
         HeaderValue::from_static("no"),
     );
     response
+}
+
+/// Parses an event id this server wrote: `<message id>:<byte offset>` or `<message id>:done`.
+pub fn parse_event_id(raw: &str) -> Option<ResumePoint> {
+    let (id, rest) = raw.trim().split_once(':')?;
+    let message_id = Uuid::parse_str(id).ok()?;
+    let at = if rest == "done" {
+        ResumeAt::Done
+    } else if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+        ResumeAt::Offset(rest.parse().ok()?)
+    } else {
+        return None;
+    };
+    Some(ResumePoint { message_id, at })
+}
+
+/// `Last-Event-ID` from the header, else from `?last_event_id=` (for clients that cannot set
+/// it); `None` when neither is given or it is empty, a 400 naming `Last-Event-ID` when it is
+/// not an id this server wrote.
+pub fn last_event_id(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<ResumePoint>, Error> {
+    let raw = match headers.get("last-event-id") {
+        Some(v) => Some(v.to_str().map_err(|_| bad_resume())?.to_owned()),
+        None => query_pairs(query)?
+            .into_iter()
+            .find_map(|(k, v)| (k == "last_event_id").then_some(v)),
+    };
+    match raw.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => parse_event_id(raw).map(Some).ok_or_else(bad_resume),
+    }
+}
+
+fn bad_resume() -> Error {
+    Error::bad_request(
+        "Last-Event-ID",
+        "Last-Event-ID must be `<message id>:<byte offset>` or `<message id>:done`",
+    )
+}
+
+/// Writes `<message id>:<offset>` event ids into one buffer per stream: no allocation per delta.
+pub struct EventIds {
+    buf: [u8; 64],
+}
+
+/// Length of a hyphenated UUID and its `:`.
+const PREFIX: usize = 37;
+
+impl EventIds {
+    pub fn new(message_id: Uuid) -> Self {
+        let mut buf = [0u8; 64];
+        message_id.hyphenated().encode_lower(&mut buf[..36]);
+        buf[36] = b':';
+        Self { buf }
+    }
+
+    /// `<message id>:<suffix>`; the suffix is ASCII of at most 27 bytes (`done`, digits).
+    pub fn with(&mut self, suffix: &str) -> &str {
+        let end = PREFIX + suffix.len();
+        self.buf[PREFIX..end].copy_from_slice(suffix.as_bytes());
+        // The buffer holds ASCII only: a UUID, a colon and digits or `done`.
+        std::str::from_utf8(&self.buf[..end]).unwrap_or_default()
+    }
+
+    /// `<message id>:<offset>`.
+    pub fn offset(&mut self, offset: usize) -> &str {
+        let mut digits = itoa::Buffer::new();
+        self.with(digits.format(offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_parse_offsets_and_done() {
+        let id = Uuid::new_v4();
+        assert_eq!(
+            parse_event_id(&format!("{id}:42")),
+            Some(ResumePoint {
+                message_id: id,
+                at: ResumeAt::Offset(42)
+            })
+        );
+        assert_eq!(
+            parse_event_id(&format!("{id}:done")),
+            Some(ResumePoint {
+                message_id: id,
+                at: ResumeAt::Done
+            })
+        );
+        assert_eq!(parse_event_id(&format!("{id}:-1")), None);
+        assert_eq!(parse_event_id(&format!("{id}:")), None);
+        assert_eq!(parse_event_id("nope:1"), None);
+    }
+
+    #[test]
+    fn event_ids_are_written_as_they_are_parsed() {
+        let id = Uuid::new_v4();
+        let mut ids = EventIds::new(id);
+        assert_eq!(
+            parse_event_id(ids.offset(12345)).map(|p| p.at),
+            Some(ResumeAt::Offset(12345))
+        );
+        assert_eq!(
+            parse_event_id(ids.with("done")).map(|p| p.at),
+            Some(ResumeAt::Done)
+        );
+        assert_eq!(
+            ids.offset(usize::MAX).len(),
+            37 + usize::MAX.to_string().len()
+        );
+    }
 }

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::config::{DEFAULT_MAX_TOKENS, Price, ProviderSettings, Settings, UpstreamTimeouts};
 use crate::domain::{PromptMessage, Usage};
 
+pub use crate::domain::ToolCallDelta;
 pub use demo::{DEMO_MODEL, DemoProvider};
 pub use openai::OpenAiCompatible;
 
@@ -81,15 +82,6 @@ pub fn message_text(message: &Value) -> String {
             .join("\n"),
         _ => String::new(),
     }
-}
-
-/// One piece of a streamed tool call; pieces with the same `index` belong together.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ToolCallDelta {
-    pub index: u32,
-    pub id: Option<String>,
-    pub name: Option<String>,
-    pub arguments: String,
 }
 
 /// One item of a provider's answer stream.

@@ -1,15 +1,7 @@
 //! Citation markers in an answer: `[1]`, `[1][2]`, `[1, 2]`, each with whether it names a
 //! source that was sent, for the `done` event.
 
-use serde::{Deserialize, Serialize};
-
-/// One source index the answer cites, in order of first use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Citation {
-    pub index: u32,
-    /// Whether `index` is one of the sources sent (1 to the number of sources).
-    pub resolves: bool,
-}
+pub use crate::domain::Citation;
 
 /// Longest bracket content read as a marker (`[12, 13, 14, 15]` fits).
 const MAX_MARKER: usize = 32;

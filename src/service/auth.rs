@@ -8,41 +8,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::Services;
+use crate::domain::ApiKey;
+pub use crate::domain::KeyKind;
 use crate::error::{Error, Result};
 use crate::store::{NewKey, Scope, Store};
-
-/// The two kinds of key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
-    /// Server-side key: may do everything in its workspace.
-    Secret,
-    /// Browser key: public by nature, limited to a chat's own endpoints.
-    Publishable,
-}
-
-impl KeyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Secret => "secret",
-            KeyKind::Publishable => "publishable",
-        }
-    }
-
-    pub fn prefix(self) -> &'static str {
-        match self {
-            KeyKind::Secret => "sk_live_",
-            KeyKind::Publishable => "pk_live_",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "secret" => Some(KeyKind::Secret),
-            "publishable" => Some(KeyKind::Publishable),
-            _ => None,
-        }
-    }
-}
 
 /// Who is calling: a workspace, through which kind of key, possibly for one end user.
 #[derive(Clone, Debug)]
@@ -68,6 +37,30 @@ impl Principal {
         }
     }
 
+    /// Refuses a caller whose key does not grant `access`: the one rule for every dialect.
+    pub fn allow(&self, access: Access) -> Result<()> {
+        match access {
+            Access::Widget => Ok(()),
+            Access::Backend if self.kind == KeyKind::Secret => Ok(()),
+            Access::Backend => Err(Error::PublishableNotAllowed),
+            Access::Admin if self.kind == KeyKind::Secret && self.is_admin => Ok(()),
+            Access::Admin if self.kind == KeyKind::Publishable => Err(Error::PublishableNotAllowed),
+            Access::Admin => Err(Error::Forbidden("this needs an admin key".into())),
+        }
+    }
+
+    /// The same caller acting for one end user (`X-User-Id`), which only a secret key may do:
+    /// it then sees that user's chats only.
+    pub fn acting_for(mut self, end_user: &str) -> Result<Self> {
+        if self.kind != KeyKind::Secret {
+            return Err(Error::Forbidden(
+                "X-User-Id is accepted only with a secret key".into(),
+            ));
+        }
+        self.end_user = Some(end_user.to_owned());
+        Ok(self)
+    }
+
     /// What this caller may read, applied inside every query.
     pub fn scope(&self) -> Scope {
         Scope {
@@ -76,6 +69,17 @@ impl Principal {
             publishable_only: self.kind == KeyKind::Publishable,
         }
     }
+}
+
+/// What an operation needs of the caller's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Any key: the endpoints a browser widget uses (its own chats, its questions, its answers).
+    Widget,
+    /// A secret key: everything else in the workspace.
+    Backend,
+    /// A secret admin key: the workspace's keys and settings.
+    Admin,
 }
 
 /// 32 alphanumeric characters: about 190 random bits from the thread's CSPRNG.
@@ -123,7 +127,7 @@ impl Services {
             .store
             .key_by_hash(&hash_key(raw))
             .await?
-            .filter(|k| k.kind == kind.as_str())
+            .filter(|k| k.kind == Some(kind))
             .ok_or(Error::Unauthenticated)?;
         Principal::of_key(row)
     }
@@ -132,22 +136,18 @@ impl Services {
 impl Principal {
     /// The caller a stored key stands for; a revoked key (or a kind this build does not know)
     /// is the same `Unauthenticated` as an unknown one.
-    pub(crate) fn of_key(row: entity::api_key::Model) -> Result<Self> {
-        if row.revoked_at.is_some() {
+    pub(crate) fn of_key(key: ApiKey) -> Result<Self> {
+        if key.revoked {
             return Err(Error::Unauthenticated);
         }
-        let kind = KeyKind::parse(&row.kind).ok_or(Error::Unauthenticated)?;
-        let allowed_origins = row
-            .allowed_origins
-            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
-            .filter(|o| !o.is_empty());
+        let kind = key.kind.ok_or(Error::Unauthenticated)?;
         Ok(Principal {
-            workspace_id: row.workspace_id,
-            key_id: Some(row.id),
+            workspace_id: key.workspace_id,
+            key_id: Some(key.id),
             kind,
-            is_admin: row.is_admin,
+            is_admin: key.is_admin,
             end_user: None,
-            allowed_origins,
+            allowed_origins: key.allowed_origins,
         })
     }
 
@@ -180,7 +180,7 @@ pub async fn create_key(
     let row = store
         .insert_key(NewKey {
             workspace_id,
-            kind: kind.as_str(),
+            kind,
             name,
             prefix: &prefix,
             hash: &hash_key(&key),
@@ -202,7 +202,7 @@ pub async fn bootstrap(store: &Store, admin_key: Option<&SecretString>) -> Resul
     if let Some(admin) = admin_key {
         let hash = hash_key(admin.expose_secret());
         match store.key_by_hash(&hash).await? {
-            Some(row) if row.revoked_at.is_some() => {
+            Some(key) if key.revoked => {
                 tracing::warn!("SLUICE_ADMIN_KEY names a revoked key; it will be refused");
             }
             Some(_) => {}
@@ -211,7 +211,7 @@ pub async fn bootstrap(store: &Store, admin_key: Option<&SecretString>) -> Resul
                 let inserted = store
                     .insert_key(NewKey {
                         workspace_id: workspace.id,
-                        kind: KeyKind::Secret.as_str(),
+                        kind: KeyKind::Secret,
                         name: Some("SLUICE_ADMIN_KEY"),
                         prefix: &prefix,
                         hash: &hash,

@@ -1,13 +1,11 @@
 //! Completions for the OpenAI-compatible dialect: model resolution, request checks, and an
 //! unstored generation on the same core as every other answer.
 
-use std::sync::Arc;
-
 use serde_json::{Map, Value};
 
-use super::{KeyKind, Principal, Services, check_max_tokens};
+use super::{Access, AnswerStream, Principal, Services, check_max_tokens};
 use crate::error::{Error, Result};
-use crate::generation::Live;
+use crate::generation::{GenerationSpec, Storage};
 use crate::providers::ChatRequest;
 
 /// A checked completion request.
@@ -19,11 +17,14 @@ pub struct CompletionInput {
 }
 
 impl Services {
-    /// Starts a completion and returns its log; the caller reads it and may cancel it.
-    pub fn start_completion(&self, who: &Principal, input: CompletionInput) -> Result<Arc<Live>> {
-        if who.kind != KeyKind::Secret {
-            return Err(Error::PublishableNotAllowed);
-        }
+    /// Starts a completion and returns its only reader: nobody can resume an unstored answer,
+    /// so dropping the reader before the end cancels the upstream request.
+    pub fn start_completion(
+        &self,
+        who: &Principal,
+        input: CompletionInput,
+    ) -> Result<AnswerStream> {
+        who.allow(Access::Backend)?;
         let mut resolved = self
             .providers
             .resolve_model(&input.model)
@@ -48,7 +49,13 @@ impl Services {
             messages: input.messages,
             params: input.params,
         };
-        self.hub
-            .start_ephemeral(who.workspace_id, resolved, request)
+        let live = self.hub.start(GenerationSpec {
+            workspace_id: who.workspace_id,
+            resolved,
+            request,
+            search: None,
+            storage: Storage::UsageOnly,
+        })?;
+        AnswerStream::sole(live)
     }
 }

@@ -1,52 +1,32 @@
-//! Chats, their messages, and answering them: the rules behind the conversations API (and,
-//! later, the other dialects' chat endpoints).
+//! Chats, their messages, and answering them: the rules behind the conversations API (and the
+//! other dialects' chat endpoints). Which question is answered, with which prompt and model,
+//! is decided here and handed to the generation core as a spec.
 
 use std::sync::Arc;
 
-use entity::{chat, message};
 use uuid::Uuid;
 
-use super::{KeyKind, Principal, Services};
-use crate::domain::{Role, display_text};
+use super::{Access, AnswerStream, KeyKind, Principal, Services};
+use crate::domain::{
+    Chat, ChatName, Finished, Message, PromptMessage, ResumeAt, ResumePoint, Role,
+};
 use crate::error::{Error, Result};
-use crate::generation::{Asked, Finished, ResumeError, StartAt, Subscription, Variant};
+use crate::generation::{GenerationSpec, SearchSpec, Storage};
+use crate::providers::ChatRequest;
 use crate::store::NewChat;
 
-/// Longest accepted chat name, in characters.
-const MAX_NAME_CHARS: usize = 200;
-
-/// Where a reconnecting client left off, from `Last-Event-ID`.
+/// Which kind of answer a stream asks for when it has to start one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResumePoint {
-    pub message_id: Uuid,
-    pub at: ResumeAt,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResumeAt {
-    Offset(usize),
-    Done,
-}
-
-impl ResumePoint {
-    /// Parses `<message id>:<byte offset>` or `<message id>:done`.
-    pub fn parse(raw: &str) -> Option<Self> {
-        let (id, rest) = raw.trim().split_once(':')?;
-        let message_id = Uuid::parse_str(id).ok()?;
-        let at = if rest == "done" {
-            ResumeAt::Done
-        } else if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
-            ResumeAt::Offset(rest.parse().ok()?)
-        } else {
-            return None;
-        };
-        Some(Self { message_id, at })
-    }
+pub enum Variant {
+    /// The model alone.
+    Plain,
+    /// A web search first, its sources given to the model and sent to the readers.
+    Internet,
 }
 
 /// The result of opening an answer stream.
 pub enum StreamOpen {
-    Stream(Subscription),
+    Stream(AnswerStream),
     /// The client already had `done`: nothing more will ever come.
     AlreadyDone,
 }
@@ -57,39 +37,97 @@ pub struct StopOutcome {
     pub stopped: Option<Arc<Finished>>,
 }
 
-/// A chat name as stored: the rule for text people read, under the chat's own length limit.
-fn check_name(name: &str) -> Result<String> {
-    display_text("name", name, MAX_NAME_CHARS)
+/// A question as the database had it when a reader arrived.
+struct Asked {
+    question: Message,
+    /// The answer to it, if one was started.
+    answer: Option<Message>,
+    /// The chat's messages before the question, in order.
+    history: Vec<Message>,
+}
+
+impl Asked {
+    /// Picks `question_id` out of a chat's messages (in sequence order); `None` when it is not
+    /// among them.
+    fn from_thread(mut thread: Vec<Message>, question_id: Uuid) -> Option<Self> {
+        let at = thread.iter().position(|m| m.id == question_id)?;
+        // Moved out, not cloned: whatever `swap_remove` moves into its place lies after the
+        // question and is cut off with the rest just below.
+        let answer = thread[at + 1..]
+            .iter()
+            .position(|m| m.reply_to == Some(question_id))
+            .map(|i| thread.swap_remove(at + 1 + i));
+        thread.truncate(at + 1);
+        let question = thread.pop()?;
+        Some(Self {
+            question,
+            answer,
+            history: thread,
+        })
+    }
+}
+
+/// The prompt for a chat's question: its system prompt first, then the latest
+/// `max_messages` messages that have text, the question last.
+fn prompt(
+    chat: &Chat,
+    history: Vec<Message>,
+    question: Message,
+    max_messages: usize,
+) -> Vec<PromptMessage> {
+    let mut messages: Vec<PromptMessage> = history
+        .into_iter()
+        .chain(std::iter::once(question))
+        .filter(|m| !m.content.is_empty())
+        .map(|m| PromptMessage {
+            role: m.role,
+            content: m.content,
+        })
+        .collect();
+    let excess = messages.len().saturating_sub(max_messages);
+    messages.drain(..excess);
+    if let Some(system) = chat
+        .settings
+        .system_prompt
+        .as_ref()
+        .filter(|s| !s.is_empty())
+    {
+        messages.insert(
+            0,
+            PromptMessage {
+                role: Role::System,
+                content: system.clone(),
+            },
+        );
+    }
+    messages
 }
 
 impl Services {
-    pub async fn create_chat(&self, who: &Principal, name: &str) -> Result<chat::Model> {
-        let name = check_name(name)?;
+    pub async fn create_chat(&self, who: &Principal, name: &str) -> Result<Chat> {
+        who.allow(Access::Widget)?;
+        let name = ChatName::parse("name", name)?;
         let chat = self
             .store
             .create_chat(NewChat {
                 workspace_id: who.workspace_id,
                 name,
                 end_user_id: who.end_user.clone(),
-                created_via: who.kind.as_str(),
+                created_via: who.kind,
             })
             .await?;
         Ok(chat)
     }
 
-    pub async fn chat(&self, who: &Principal, id: Uuid) -> Result<chat::Model> {
+    pub async fn chat(&self, who: &Principal, id: Uuid) -> Result<Chat> {
         self.store
             .chat(&who.scope(), id)
             .await?
             .ok_or(Error::NotFound("chat"))
     }
 
-    pub async fn list_chats(
-        &self,
-        who: &Principal,
-        limit: u64,
-        offset: u64,
-    ) -> Result<Vec<chat::Model>> {
+    pub async fn list_chats(&self, who: &Principal, limit: u64, offset: u64) -> Result<Vec<Chat>> {
+        who.allow(Access::Backend)?;
         Ok(self.store.list_chats(&who.scope(), limit, offset).await?)
     }
 
@@ -99,8 +137,9 @@ impl Services {
         id: Uuid,
         name: &str,
         updated_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<chat::Model> {
-        let name = check_name(name)?;
+    ) -> Result<Chat> {
+        who.allow(Access::Backend)?;
+        let name = ChatName::parse("name", name)?;
         self.store
             .rename_chat(&who.scope(), id, name, updated_at)
             .await?
@@ -108,7 +147,8 @@ impl Services {
     }
 
     /// Deletes a chat and everything in it. A running answer is stopped first.
-    pub async fn delete_chat(&self, who: &Principal, id: Uuid) -> Result<chat::Model> {
+    pub async fn delete_chat(&self, who: &Principal, id: Uuid) -> Result<Chat> {
+        who.allow(Access::Backend)?;
         let chat = self.chat(who, id).await?;
         for live in self.hub.stop_chat(chat.id) {
             live.wait_finished().await;
@@ -126,7 +166,7 @@ impl Services {
         chat_id: Uuid,
         role: Role,
         content: String,
-    ) -> Result<message::Model> {
+    ) -> Result<Message> {
         if content.chars().count() > self.limits.max_message_chars {
             return Err(Error::unprocessable(
                 "message",
@@ -156,11 +196,7 @@ impl Services {
         Ok(self.store.insert_message(chat.id, role, content).await?)
     }
 
-    pub async fn list_messages(
-        &self,
-        who: &Principal,
-        chat_id: Uuid,
-    ) -> Result<Vec<message::Model>> {
+    pub async fn list_messages(&self, who: &Principal, chat_id: Uuid) -> Result<Vec<Message>> {
         let chat = self.chat(who, chat_id).await?;
         Ok(self.store.list_messages(chat.id, false).await?)
     }
@@ -169,7 +205,7 @@ impl Services {
     /// newest user message) or a message (a question, or an answer standing for its question).
     /// The question, its answer and the history before it come from one read of the chat's
     /// messages.
-    async fn question(&self, who: &Principal, target: Uuid) -> Result<(chat::Model, Asked)> {
+    async fn question(&self, who: &Principal, target: Uuid) -> Result<(Chat, Asked)> {
         let scope = who.scope();
         let (chat, named) = match self.store.chat(&scope, target).await? {
             Some(chat) => (chat, None),
@@ -192,15 +228,15 @@ impl Services {
             None => thread
                 .iter()
                 .rev()
-                .find(|m| Role::parse(&m.role) == Some(Role::User))
+                .find(|m| m.role == Role::User)
                 .map(|m| m.id)
                 .ok_or(Error::Conflict {
                     code: "nothing_to_answer",
                     message: "the chat has no Human message to answer".into(),
                 })?,
-            Some(msg) => match (Role::parse(&msg.role), msg.reply_to) {
-                (Some(Role::User), _) => msg.id,
-                (Some(Role::Assistant), Some(question_id)) => question_id,
+            Some(msg) => match (msg.role, msg.reply_to) {
+                (Role::User, _) => msg.id,
+                (Role::Assistant, Some(question_id)) => question_id,
                 _ => {
                     return Err(Error::Conflict {
                         code: "nothing_to_answer",
@@ -212,6 +248,47 @@ impl Services {
         let asked =
             Asked::from_thread(thread, question_id).ok_or(Error::NotFound("conversation"))?;
         Ok((chat, asked))
+    }
+
+    /// The generation that answers `question` in `chat` with the chat's own settings.
+    fn answer_spec(
+        &self,
+        who: &Principal,
+        chat: &Chat,
+        history: Vec<Message>,
+        question: Message,
+        variant: Variant,
+    ) -> Result<GenerationSpec> {
+        let settings = &chat.settings;
+        let resolved = self
+            .providers
+            .resolve(settings.provider.as_deref(), settings.model.as_deref())
+            .ok_or_else(|| {
+                Error::unprocessable("model", "the chat's provider or model is not configured")
+            })?;
+        let question_id = question.id;
+        let query = (variant == Variant::Internet).then(|| question.content.clone());
+        let messages = prompt(chat, history, question, self.limits.max_context_messages);
+        let request = ChatRequest::from_prompt(
+            resolved.model.clone(),
+            &messages,
+            settings.temperature.map(|t| t.get()),
+            settings.top_p.map(|t| t.get()),
+            settings.max_tokens,
+        );
+        Ok(GenerationSpec {
+            workspace_id: who.workspace_id,
+            resolved,
+            request,
+            search: query.map(|query| SearchSpec {
+                query,
+                prompt: messages,
+            }),
+            storage: Storage::Answer {
+                chat_id: chat.id,
+                question_id,
+            },
+        })
     }
 
     /// Opens the answer stream of a chat or question: attaches to the running generation,
@@ -232,33 +309,23 @@ impl Services {
         {
             return Ok(StreamOpen::AlreadyDone);
         }
+        let Asked {
+            question,
+            answer,
+            history,
+        } = asked;
         let live = self
             .hub
-            .answer(who.workspace_id, &chat, asked, mark, variant)
-            .await?;
-        let start = match resume {
-            Some(ResumePoint {
-                message_id,
-                at: ResumeAt::Offset(offset),
-            }) if message_id == live.message_id => StartAt::Offset(offset),
-            _ => StartAt::Beginning,
-        };
-        Subscription::new(live, start)
-            .map(StreamOpen::Stream)
-            .map_err(|e| match e {
-                ResumeError::BeyondText { len } => Error::bad_request(
-                    "Last-Event-ID",
-                    format!("Last-Event-ID offset is beyond the {len} bytes of the answer"),
-                ),
-                ResumeError::InsideCharacter => Error::bad_request(
-                    "Last-Event-ID",
-                    "Last-Event-ID offset falls inside a character",
-                ),
+            .answer(question.id, answer, mark, || {
+                self.answer_spec(who, &chat, history, question, variant)
             })
+            .await?;
+        AnswerStream::open(live, resume).map(StreamOpen::Stream)
     }
 
     /// Stops the running answer of a chat and waits until its partial text is saved.
     pub async fn stop(&self, who: &Principal, chat_id: Uuid) -> Result<StopOutcome> {
+        who.allow(Access::Backend)?;
         let chat = self.chat(who, chat_id).await?;
         // A chat normally has one running answer; if several questions are being answered at
         // once, all stop, and the newest answer is reported.
@@ -295,26 +362,60 @@ fn normalise_line_breaks(content: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{MessageStatus, Usage};
+
+    fn msg(seq: i64, role: Role, reply_to: Option<Uuid>) -> Message {
+        let at = crate::store::now();
+        Message {
+            id: Uuid::new_v4(),
+            chat_id: Uuid::nil(),
+            seq,
+            role,
+            content: format!("message {seq}"),
+            status: MessageStatus::Complete,
+            reply_to,
+            finish_reason: None,
+            provider: None,
+            model: None,
+            usage: Usage::default(),
+            cost_micros: None,
+            sources: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
 
     #[test]
-    fn resume_points_parse_offsets_and_done() {
-        let id = Uuid::new_v4();
-        assert_eq!(
-            ResumePoint::parse(&format!("{id}:42")),
-            Some(ResumePoint {
-                message_id: id,
-                at: ResumeAt::Offset(42)
-            })
-        );
-        assert_eq!(
-            ResumePoint::parse(&format!("{id}:done")),
-            Some(ResumePoint {
-                message_id: id,
-                at: ResumeAt::Done
-            })
-        );
-        assert_eq!(ResumePoint::parse(&format!("{id}:-1")), None);
-        assert_eq!(ResumePoint::parse(&format!("{id}:")), None);
-        assert_eq!(ResumePoint::parse("nope:1"), None);
+    fn a_question_is_picked_out_of_its_thread_with_its_answer_and_history() {
+        let q1 = msg(1, Role::User, None);
+        let a1 = msg(2, Role::Assistant, Some(q1.id));
+        let q2 = msg(3, Role::User, None);
+        let note = msg(4, Role::Assistant, None);
+        let a2 = msg(5, Role::Assistant, Some(q2.id));
+        let q3 = msg(6, Role::User, None);
+        let thread = vec![
+            q1.clone(),
+            a1.clone(),
+            q2.clone(),
+            note.clone(),
+            a2.clone(),
+            q3.clone(),
+        ];
+
+        let asked = Asked::from_thread(thread.clone(), q2.id).unwrap();
+        assert_eq!(asked.question, q2);
+        assert_eq!(asked.answer, Some(a2));
+        assert_eq!(asked.history, vec![q1.clone(), a1.clone()]);
+
+        let asked = Asked::from_thread(thread.clone(), q3.id).unwrap();
+        assert_eq!(asked.question, q3);
+        assert_eq!(asked.answer, None);
+        assert_eq!(asked.history.len(), 5);
+
+        let asked = Asked::from_thread(thread.clone(), q1.id).unwrap();
+        assert_eq!(asked.answer, Some(a1));
+        assert!(asked.history.is_empty());
+
+        assert!(Asked::from_thread(thread, Uuid::new_v4()).is_none());
     }
 }

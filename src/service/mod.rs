@@ -1,5 +1,6 @@
 //! The one domain layer every dialect calls. Handlers convert, call one method here, convert back.
 
+mod answers;
 mod auth;
 mod completions;
 mod conversations;
@@ -10,22 +11,87 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-pub use auth::{KeyKind, NewKeyOutput, Principal, bootstrap, create_key, generate_key, hash_key};
+pub use answers::AnswerStream;
+pub use auth::{
+    Access, KeyKind, NewKeyOutput, Principal, bootstrap, create_key, generate_key, hash_key,
+};
 pub use completions::CompletionInput;
-pub use conversations::{ResumeAt, ResumePoint, StopOutcome, StreamOpen};
+pub use conversations::{StopOutcome, StreamOpen, Variant};
 pub use limits::check_max_tokens;
 pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
 
 use crate::config::Limits;
 use crate::generation::Hub;
 use crate::providers::Providers;
+use crate::shutdown::Closing;
 use crate::store::Store;
 
 /// Everything a request needs, built once at start-up.
 pub struct Services {
-    pub store: Store,
-    pub hub: Arc<Hub>,
-    pub providers: Arc<Providers>,
+    store: Store,
+    hub: Arc<Hub>,
+    providers: Arc<Providers>,
     pub limits: Limits,
     pub default_workspace: Uuid,
+}
+
+/// What a readiness probe reports.
+pub struct Readiness {
+    pub database: Result<(), crate::Error>,
+    pub shutting_down: bool,
+    pub demo_model: bool,
+    pub models: Vec<String>,
+    pub running_generations: usize,
+}
+
+impl Services {
+    pub(crate) fn new(
+        store: Store,
+        hub: Arc<Hub>,
+        providers: Arc<Providers>,
+        limits: Limits,
+        default_workspace: Uuid,
+    ) -> Self {
+        Self {
+            store,
+            hub,
+            providers,
+            limits,
+            default_workspace,
+        }
+    }
+
+    /// The database, for operators' tools and tests; requests go through the methods here.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Set once the server starts shutting down: streams end, no generation starts.
+    pub fn closing(&self) -> &Closing {
+        self.hub.closing()
+    }
+
+    /// Lets running generations finish within `grace`, saves the rest as `incomplete`, and
+    /// writes a last checkpoint.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        self.hub.drain(grace).await;
+        self.hub.checkpoint_all().await;
+    }
+
+    /// The models served, as `provider/model`, the default first.
+    pub fn models(&self, who: &Principal) -> crate::Result<Vec<String>> {
+        who.allow(Access::Backend)?;
+        Ok(self.providers.model_ids())
+    }
+
+    /// Whether this process can serve: the database answers and it is not shutting down.
+    pub async fn readiness(&self) -> Readiness {
+        Readiness {
+            database: self.store.ping().await.map_err(Into::into),
+            shutting_down: self.hub.closing().is_cancelled(),
+            demo_model: self.providers.is_demo(),
+            models: self.providers.model_ids(),
+            running_generations: self.hub.running_count(),
+        }
+    }
 }

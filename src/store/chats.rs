@@ -8,14 +8,15 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Scope, Store, now};
+use super::{Scope, Store, now, rows};
+use crate::domain::{Chat, ChatName, KeyKind};
 
 /// A chat row to insert.
 pub struct NewChat {
     pub workspace_id: Uuid,
-    pub name: String,
+    pub name: ChatName,
     pub end_user_id: Option<String>,
-    pub created_via: &'static str,
+    pub created_via: KeyKind,
 }
 
 fn scoped(scope: &Scope) -> Select<chat::Entity> {
@@ -30,15 +31,15 @@ fn scoped(scope: &Scope) -> Select<chat::Entity> {
 }
 
 impl Store {
-    pub async fn create_chat(&self, new: NewChat) -> Result<chat::Model, DbErr> {
+    pub async fn create_chat(&self, new: NewChat) -> Result<Chat, DbErr> {
         let at = now();
         chat::ActiveModel {
             id: Set(Uuid::new_v4()),
             workspace_id: Set(new.workspace_id),
-            name: Set(new.name),
+            name: Set(new.name.into_string()),
             end_user_id: Set(new.end_user_id),
             agent_id: Set(None),
-            created_via: Set(new.created_via.to_owned()),
+            created_via: Set(new.created_via.as_str().to_owned()),
             provider: Set(None),
             model: Set(None),
             system_prompt: Set(None),
@@ -55,9 +56,14 @@ impl Store {
         }
         .insert(&self.db)
         .await
+        .map(rows::chat)
     }
 
-    pub async fn chat(&self, scope: &Scope, id: Uuid) -> Result<Option<chat::Model>, DbErr> {
+    pub async fn chat(&self, scope: &Scope, id: Uuid) -> Result<Option<Chat>, DbErr> {
+        Ok(self.chat_row(scope, id).await?.map(rows::chat))
+    }
+
+    async fn chat_row(&self, scope: &Scope, id: Uuid) -> Result<Option<chat::Model>, DbErr> {
         scoped(scope)
             .filter(chat::Column::Id.eq(id))
             .one(&self.reader)
@@ -70,34 +76,38 @@ impl Store {
         scope: &Scope,
         limit: u64,
         offset: u64,
-    ) -> Result<Vec<chat::Model>, DbErr> {
-        scoped(scope)
+    ) -> Result<Vec<Chat>, DbErr> {
+        let found = scoped(scope)
             .order_by_desc(chat::Column::CreatedAt)
             .order_by_desc(chat::Column::Id)
             .limit(limit)
             .offset(offset)
             .all(&self.reader)
-            .await
+            .await?;
+        Ok(found.into_iter().map(rows::chat).collect())
     }
 
     pub async fn rename_chat(
         &self,
         scope: &Scope,
         id: Uuid,
-        name: String,
+        name: ChatName,
         updated_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<Option<chat::Model>, DbErr> {
-        let Some(found) = self.chat(scope, id).await? else {
+    ) -> Result<Option<Chat>, DbErr> {
+        let Some(found) = self.chat_row(scope, id).await? else {
             return Ok(None);
         };
         let mut active = found.into_active_model();
-        active.name = Set(name);
+        active.name = Set(name.into_string());
         active.updated_at = Set(updated_at.unwrap_or_else(now));
-        active.update(&self.db).await.map(Some)
+        active
+            .update(&self.db)
+            .await
+            .map(|row| Some(rows::chat(row)))
     }
 
     /// Deletes the chat; its messages, generations and shares go with it (foreign-key cascade).
-    pub async fn delete_chat(&self, scope: &Scope, id: Uuid) -> Result<Option<chat::Model>, DbErr> {
+    pub async fn delete_chat(&self, scope: &Scope, id: Uuid) -> Result<Option<Chat>, DbErr> {
         let Some(found) = self.chat(scope, id).await? else {
             return Ok(None);
         };

@@ -7,8 +7,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::rows::{self, tokens};
 use super::{Store, now};
-use crate::domain::{MessageStatus, Role, Usage};
+use crate::domain::{Message, MessageStatus, Role, StreamFailure, Usage, UsageEntry};
 
 /// What starting a generation records.
 pub struct NewGeneration {
@@ -43,7 +44,8 @@ pub enum Finish {
 
 /// The outcome of a [`Store::write_batch`], item by item in input order.
 pub struct Written {
-    pub started: Vec<Result<(message::Model, generation::Model), DbErr>>,
+    /// The answer's message and its generation's id.
+    pub started: Vec<Result<(Message, Uuid), DbErr>>,
     /// The `updated_at` each finish wrote.
     pub finished: Vec<Result<chrono::DateTime<chrono::Utc>, DbErr>>,
 }
@@ -61,7 +63,7 @@ pub struct FinishRecord {
     pub model: String,
     pub usage: Usage,
     pub cost_micros: i64,
-    pub error: Option<crate::domain::StreamFailure>,
+    pub error: Option<StreamFailure>,
     /// The sources the answer was given (the internet variant).
     pub sources: Option<serde_json::Value>,
 }
@@ -77,10 +79,6 @@ async fn settle(savepoint: Option<sea_orm::DatabaseTransaction>, ok: bool) -> Re
         Some(savepoint) => savepoint.rollback().await.map(|()| true),
         None => Ok(ok),
     }
-}
-
-fn tokens(v: u32) -> i32 {
-    i32::try_from(v).unwrap_or(i32::MAX)
 }
 
 /// A usage record: what one answer cost, charged to a workspace.
@@ -185,7 +183,7 @@ impl Store {
     async fn insert_generation<C: sea_orm::ConnectionTrait>(
         txn: &C,
         new: &NewGeneration,
-    ) -> Result<(message::Model, generation::Model), DbErr> {
+    ) -> Result<(Message, Uuid), DbErr> {
         let seq = Store::next_seq(txn, new.chat_id).await?;
         let at = now();
         let mut msg = super::messages::new_message(
@@ -217,7 +215,7 @@ impl Store {
         }
         .insert(txn)
         .await?;
-        Ok((msg, generation))
+        Ok((rows::message(msg), generation.id))
     }
 
     /// Writes the running text of many generations in one transaction, one statement per
@@ -342,16 +340,14 @@ impl Store {
     }
 
     /// Usage records of a workspace, newest last.
-    pub async fn usage_records(
-        &self,
-        workspace_id: Uuid,
-    ) -> Result<Vec<usage_record::Model>, DbErr> {
+    pub async fn usage_records(&self, workspace_id: Uuid) -> Result<Vec<UsageEntry>, DbErr> {
         use sea_orm::QueryOrder;
-        usage_record::Entity::find()
+        let found = usage_record::Entity::find()
             .filter(usage_record::Column::WorkspaceId.eq(workspace_id))
             .order_by_asc(usage_record::Column::CreatedAt)
             .all(&self.reader)
-            .await
+            .await?;
+        Ok(found.into_iter().map(rows::usage).collect())
     }
 
     /// Marks answers left `streaming` by a crash as `incomplete`, their checkpointed text kept,
@@ -425,7 +421,7 @@ impl Store {
             .col_expr(generation::Column::Status, Expr::value("failed"))
             .col_expr(
                 generation::Column::ErrorCode,
-                Expr::value(crate::domain::StreamFailure::INTERRUPTED),
+                Expr::value(StreamFailure::INTERRUPTED),
             )
             .col_expr(
                 generation::Column::ErrorMessage,
@@ -440,13 +436,15 @@ impl Store {
         Ok(u64::try_from(cut.len()).unwrap_or(u64::MAX))
     }
 
-    pub async fn generation_for_message(
-        &self,
-        message_id: Uuid,
-    ) -> Result<Option<generation::Model>, DbErr> {
-        generation::Entity::find()
+    /// The failure the generation of an answer recorded, if any.
+    pub async fn failure_of(&self, message_id: Uuid) -> Result<Option<StreamFailure>, DbErr> {
+        let found = generation::Entity::find()
             .filter(generation::Column::MessageId.eq(message_id))
             .one(&self.reader)
-            .await
+            .await?;
+        Ok(found.and_then(|g| {
+            g.error_code
+                .map(|code| StreamFailure::new(code, g.error_message.unwrap_or_default()))
+        }))
     }
 }

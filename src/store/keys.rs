@@ -6,12 +6,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Store, now};
+use super::{Store, now, rows};
+use crate::domain::{ApiKey, KeyKind};
 
 /// A key row to insert.
 pub struct NewKey<'a> {
     pub workspace_id: Uuid,
-    pub kind: &'a str,
+    pub kind: KeyKind,
     pub name: Option<&'a str>,
     pub prefix: &'a str,
     pub hash: &'a str,
@@ -20,11 +21,11 @@ pub struct NewKey<'a> {
 }
 
 impl Store {
-    pub async fn insert_key(&self, key: NewKey<'_>) -> Result<api_key::Model, DbErr> {
+    pub async fn insert_key(&self, key: NewKey<'_>) -> Result<ApiKey, DbErr> {
         api_key::ActiveModel {
             id: Set(Uuid::now_v7()),
             workspace_id: Set(key.workspace_id),
-            kind: Set(key.kind.to_owned()),
+            kind: Set(key.kind.as_str().to_owned()),
             name: Set(key.name.map(str::to_owned)),
             prefix: Set(key.prefix.to_owned()),
             key_hash: Set(key.hash.to_owned()),
@@ -35,14 +36,16 @@ impl Store {
         }
         .insert(&self.db)
         .await
+        .map(rows::api_key)
     }
 
     /// The key with this hash, whether revoked or not.
-    pub async fn key_by_hash(&self, hash: &str) -> Result<Option<api_key::Model>, DbErr> {
-        api_key::Entity::find()
+    pub async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, DbErr> {
+        let found = api_key::Entity::find()
             .filter(api_key::Column::KeyHash.eq(hash))
             .one(&self.reader)
-            .await
+            .await?;
+        Ok(found.map(rows::api_key))
     }
 
     pub async fn count_keys(&self) -> Result<u64, DbErr> {

@@ -7,8 +7,8 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::{Store, now};
-use crate::domain::{MessageStatus, Role};
+use super::{Store, now, rows};
+use crate::domain::{Message, MessageStatus, Role};
 
 /// A message row; the fields a new message does not know yet start empty.
 pub(super) fn new_message(
@@ -47,14 +47,14 @@ impl Store {
         chat_id: Uuid,
         role: Role,
         content: String,
-    ) -> Result<message::Model, DbErr> {
+    ) -> Result<Message, DbErr> {
         let txn = self.db.begin().await?;
         let seq = Store::next_seq(&txn, chat_id).await?;
         let row = new_message(chat_id, seq, role, content, MessageStatus::Complete, now())
             .insert(&txn)
             .await?;
         txn.commit().await?;
-        Ok(row)
+        Ok(rows::message(row))
     }
 
     /// Every message of a chat in order, optionally without `system` messages.
@@ -62,23 +62,29 @@ impl Store {
         &self,
         chat_id: Uuid,
         include_system: bool,
-    ) -> Result<Vec<message::Model>, DbErr> {
+    ) -> Result<Vec<Message>, DbErr> {
         let mut q = message::Entity::find().filter(message::Column::ChatId.eq(chat_id));
         if !include_system {
             q = q.filter(message::Column::Role.ne(Role::System.as_str()));
         }
-        q.order_by_asc(message::Column::Seq).all(&self.reader).await
+        let found = q
+            .order_by_asc(message::Column::Seq)
+            .all(&self.reader)
+            .await?;
+        Ok(found.into_iter().map(rows::message).collect())
     }
 
-    pub async fn message(&self, id: Uuid) -> Result<Option<message::Model>, DbErr> {
-        message::Entity::find_by_id(id).one(&self.reader).await
+    pub async fn message(&self, id: Uuid) -> Result<Option<Message>, DbErr> {
+        let found = message::Entity::find_by_id(id).one(&self.reader).await?;
+        Ok(found.map(rows::message))
     }
 
     /// The answer to a question, if one was started.
-    pub async fn answer_to(&self, question_id: Uuid) -> Result<Option<message::Model>, DbErr> {
-        message::Entity::find()
+    pub async fn answer_to(&self, question_id: Uuid) -> Result<Option<Message>, DbErr> {
+        let found = message::Entity::find()
             .filter(message::Column::ReplyTo.eq(question_id))
             .one(&self.reader)
-            .await
+            .await?;
+        Ok(found.map(rows::message))
     }
 }

@@ -9,7 +9,9 @@ mod generations;
 mod keys;
 pub use keys::NewKey;
 mod messages;
+mod rows;
 mod sessions;
+pub use sessions::StoredSession;
 mod workspaces;
 
 use std::time::Duration;

@@ -5,7 +5,24 @@ use entity::{api_key, web_session};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
-use super::{Store, now};
+use super::{Store, now, rows};
+use crate::domain::ApiKey;
+
+/// A browser session as stored (its token only as a hash).
+#[derive(Clone, Debug)]
+pub struct StoredSession {
+    pub key_id: Uuid,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn session(row: web_session::Model) -> StoredSession {
+    StoredSession {
+        key_id: row.key_id,
+        csrf_token: row.csrf_token,
+        expires_at: row.expires_at,
+    }
+}
 
 impl Store {
     /// Saves a new session, and clears expired ones while it is at it.
@@ -15,7 +32,7 @@ impl Store {
         csrf_token: &str,
         key_id: Uuid,
         expires_at: DateTime<Utc>,
-    ) -> Result<web_session::Model, DbErr> {
+    ) -> Result<StoredSession, DbErr> {
         let created_at = now();
         web_session::Entity::delete_many()
             .filter(web_session::Column::ExpiresAt.lt(created_at))
@@ -31,20 +48,21 @@ impl Store {
         }
         .insert(&self.db)
         .await
+        .map(session)
     }
 
     /// The unexpired session with this token hash, with its key (revoked or not), in one query.
     pub async fn session_with_key(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(web_session::Model, api_key::Model)>, DbErr> {
+    ) -> Result<Option<(StoredSession, ApiKey)>, DbErr> {
         let found = web_session::Entity::find()
             .filter(web_session::Column::TokenHash.eq(token_hash))
             .filter(web_session::Column::ExpiresAt.gt(now()))
             .find_also_related(api_key::Entity)
             .one(&self.reader)
             .await?;
-        Ok(found.and_then(|(session, key)| key.map(|k| (session, k))))
+        Ok(found.and_then(|(row, key)| key.map(|k| (session(row), rows::api_key(k)))))
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<(), DbErr> {

@@ -4,13 +4,14 @@ use entity::workspace;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, Set};
 use uuid::Uuid;
 
-use super::{Store, now};
+use super::{Store, now, rows};
+use crate::domain::Workspace;
 
 pub const DEFAULT_SLUG: &str = "default";
 
 impl Store {
     /// Returns the `default` workspace, creating it on first use.
-    pub async fn ensure_default_workspace(&self) -> Result<workspace::Model, DbErr> {
+    pub async fn ensure_default_workspace(&self) -> Result<Workspace, DbErr> {
         if let Some(ws) = self.workspace_by_slug(DEFAULT_SLUG).await? {
             return Ok(ws);
         }
@@ -25,29 +26,26 @@ impl Store {
         }
     }
 
-    pub async fn workspace_by_slug(&self, slug: &str) -> Result<Option<workspace::Model>, DbErr> {
-        workspace::Entity::find()
+    pub async fn workspace_by_slug(&self, slug: &str) -> Result<Option<Workspace>, DbErr> {
+        let found = workspace::Entity::find()
             .filter(workspace::Column::Slug.eq(slug))
             .one(&self.reader)
-            .await
+            .await?;
+        Ok(found.map(rows::workspace))
     }
 
     /// Finds a workspace by UUID or slug.
-    pub async fn find_workspace(
-        &self,
-        id_or_slug: &str,
-    ) -> Result<Option<workspace::Model>, DbErr> {
+    pub async fn find_workspace(&self, id_or_slug: &str) -> Result<Option<Workspace>, DbErr> {
         match Uuid::parse_str(id_or_slug) {
-            Ok(id) => workspace::Entity::find_by_id(id).one(&self.reader).await,
+            Ok(id) => Ok(workspace::Entity::find_by_id(id)
+                .one(&self.reader)
+                .await?
+                .map(rows::workspace)),
             Err(_) => self.workspace_by_slug(id_or_slug).await,
         }
     }
 
-    pub async fn create_workspace(
-        &self,
-        slug: &str,
-        name: &str,
-    ) -> Result<workspace::Model, DbErr> {
+    pub async fn create_workspace(&self, slug: &str, name: &str) -> Result<Workspace, DbErr> {
         let at = now();
         workspace::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -59,5 +57,6 @@ impl Store {
         }
         .insert(&self.db)
         .await
+        .map(rows::workspace)
     }
 }

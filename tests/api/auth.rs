@@ -25,7 +25,7 @@ async fn new_key(
     origins: Vec<String>,
 ) -> (Uuid, String) {
     let created = create_key(
-        &app.services.store,
+        app.services.store(),
         workspace,
         kind,
         Some("test"),
@@ -40,7 +40,7 @@ async fn new_key(
 /// Revokes a key through the entity, as an operator's revocation would.
 async fn revoke(app: &TestApp, key_id: Uuid) {
     use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
-    let conn = app.services.store.connection();
+    let conn = app.services.store().connection();
     let row = entity::api_key::Entity::find_by_id(key_id)
         .one(conn)
         .await
@@ -294,7 +294,7 @@ async fn a_chat_of_another_workspace_is_404_everywhere_and_not_listed() {
     let app = spawn_app().await;
     let other = app
         .services
-        .store
+        .store()
         .create_workspace("other", "Other")
         .await
         .unwrap();
@@ -711,7 +711,7 @@ async fn a_publishable_key_of_another_workspace_cannot_reach_this_workspaces_pub
     let app = spawn_app().await;
     let other = app
         .services
-        .store
+        .store()
         .create_workspace("other", "Other")
         .await
         .unwrap();

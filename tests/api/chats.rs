@@ -368,14 +368,14 @@ async fn deleting_a_chat_returns_it_and_removes_it_with_its_conversations() {
     // The cascade reached the rows themselves, not just the API's view of them.
     let messages = app
         .services
-        .store
+        .store()
         .list_messages(chat_id, true)
         .await
         .unwrap();
     assert!(messages.is_empty(), "{messages:?}");
     let generations = entity::generation::Entity::find()
         .filter(entity::generation::Column::ChatId.eq(chat_id))
-        .count(app.services.store.connection())
+        .count(app.services.store().connection())
         .await
         .unwrap();
     assert_eq!(generations, 0);
@@ -423,7 +423,7 @@ async fn deleting_a_chat_with_a_running_answer_stops_it_and_leaves_nothing_behin
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         app.services
-            .store
+            .store()
             .list_messages(chat_id, true)
             .await
             .unwrap()
@@ -984,7 +984,7 @@ async fn a_system_message_is_never_listed() {
     let chat = app.create_chat("system").await;
     let chat_id = Uuid::parse_str(&chat).unwrap();
     app.services
-        .store
+        .store()
         .insert_message(
             chat_id,
             sluice::domain::Role::System,
@@ -1067,7 +1067,7 @@ async fn line_breaks_posted_by_the_client_are_stored_as_lf() {
     assert_eq!(app.conversations(&chat).await[0]["message"], expected);
     let stored = app
         .services
-        .store
+        .store()
         .list_messages(Uuid::parse_str(&chat).unwrap(), true)
         .await
         .unwrap();

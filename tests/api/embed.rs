@@ -74,7 +74,7 @@ async fn a_host_application_nests_sluice_under_a_prefix_and_streams_an_answer() 
     // The same core is reachable without HTTP.
     let services = sluice.services();
     let stored = services
-        .store
+        .store()
         .list_messages(chat_id.parse().unwrap(), false)
         .await
         .unwrap();

@@ -312,7 +312,7 @@ async fn a_provider_that_fails_before_the_first_delta_falls_back_to_the_next() {
     assert_eq!(backup.request_count(), 1);
     let answer = app
         .services
-        .store
+        .store()
         .list_messages(chat.parse().unwrap(), false)
         .await
         .unwrap()
@@ -372,7 +372,7 @@ async fn an_answer_whose_row_cannot_be_created_ends_failed_and_never_claims_to_b
         "DROP TABLE generations"
     };
     app.services
-        .store
+        .store()
         .connection()
         .execute_unprepared(drop)
         .await
@@ -409,7 +409,7 @@ async fn an_answer_row_that_cannot_be_written_fails_alone_in_its_batch() {
     let bad = start(uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     let written = app
         .services
-        .store
+        .store()
         .write_batch(&[bad, good], &[])
         .await
         .expect("the batch as a whole is written");
@@ -419,7 +419,7 @@ async fn an_answer_row_that_cannot_be_written_fails_alone_in_its_batch() {
         .expect("the good start is written");
     let stored = app
         .services
-        .store
+        .store()
         .list_messages(chat_id, false)
         .await
         .unwrap();

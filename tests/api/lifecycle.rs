@@ -38,7 +38,7 @@ async fn shutdown_tells_open_streams_to_retry_and_lets_running_answers_finish() 
     assert!(!raw.contains("event: done"), "{raw}");
     let answer = app
         .services
-        .store
+        .store()
         .list_messages(chat.parse().unwrap(), false)
         .await
         .unwrap();
@@ -65,7 +65,7 @@ async fn answers_still_running_after_the_grace_period_are_saved_as_incomplete() 
 
     let messages = app
         .services
-        .store
+        .store()
         .list_messages(chat.parse().unwrap(), false)
         .await
         .unwrap();
@@ -691,8 +691,8 @@ async fn a_crash_the_moment_the_upstream_is_called_leaves_a_row_with_estimated_u
             .find(|m| m.role == "assistant")
             .unwrap_or_else(|| panic!("no answer row for the upstream call of {question:?}"));
         assert_eq!(answer.status, "incomplete");
-        assert!(answer.usage_estimated);
-        assert!(answer.prompt_tokens.unwrap_or(0) > 0, "{answer:?}");
+        assert!(answer.usage.estimated);
+        assert!(answer.usage.prompt_tokens > 0, "{answer:?}");
         assert!(
             usage
                 .iter()

@@ -344,14 +344,14 @@ async fn a_client_that_disconnects_cancels_upstream_and_estimated_usage_is_recor
     let workspace = app.services.default_workspace;
     eventually(Duration::from_secs(5), || async {
         !app.services
-            .store
+            .store()
             .usage_records(workspace)
             .await
             .unwrap()
             .is_empty()
     })
     .await;
-    let records = app.services.store.usage_records(workspace).await.unwrap();
+    let records = app.services.store().usage_records(workspace).await.unwrap();
     assert_eq!(records.len(), 1);
     assert!(records[0].estimated);
     assert!(records[0].completion_tokens > 0);
@@ -370,7 +370,7 @@ async fn usage_is_charged_to_the_workspace_of_the_key() {
 
     let records = app
         .services
-        .store
+        .store()
         .usage_records(app.services.default_workspace)
         .await
         .unwrap();
@@ -502,7 +502,7 @@ async fn what_the_provider_cannot_do_is_a_400_naming_the_field() {
 async fn a_publishable_key_may_not_use_the_openai_api() {
     let app = spawn_app().await;
     let key = sluice::service::create_key(
-        &app.services.store,
+        app.services.store(),
         app.services.default_workspace,
         sluice::service::KeyKind::Publishable,
         None,

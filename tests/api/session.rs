@@ -231,7 +231,7 @@ async fn a_bad_key_cannot_sign_in_and_a_revoked_key_ends_its_sessions() {
 
     let workspace = app.services.default_workspace;
     let created = create_key(
-        &app.services.store,
+        app.services.store(),
         workspace,
         KeyKind::Secret,
         None,
@@ -244,7 +244,7 @@ async fn a_bad_key_cannot_sign_in_and_a_revoked_key_ends_its_sessions() {
     let cookie = cookie_of(&set_cookie);
     {
         use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
-        let conn = app.services.store.connection();
+        let conn = app.services.store().connection();
         let row = entity::api_key::Entity::find_by_id(created.id)
             .one(conn)
             .await
@@ -266,7 +266,7 @@ async fn a_publishable_session_keeps_the_publishable_scope_and_its_origin_bindin
     let app = spawn_app().await;
     let workspace = app.services.default_workspace;
     let pk = create_key(
-        &app.services.store,
+        app.services.store(),
         workspace,
         KeyKind::Publishable,
         None,

@@ -3,13 +3,11 @@
 //! The same types give the API description its schemas (`ToSchema`), so it cannot drift.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use entity::{chat, message};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{Role, Usage};
-use crate::generation::Finished;
+use crate::domain::{Chat, Finished, Message, Role, Usage};
 
 /// RFC 3339, UTC, milliseconds, `Z`: as in the seed's examples.
 pub fn timestamp(t: &DateTime<Utc>) -> String {
@@ -30,8 +28,8 @@ pub struct ChatDto {
     pub updated_at: String,
 }
 
-impl From<chat::Model> for ChatDto {
-    fn from(c: chat::Model) -> Self {
+impl From<Chat> for ChatDto {
+    fn from(c: Chat) -> Self {
         Self {
             id: c.id,
             name: c.name,
@@ -59,20 +57,20 @@ pub struct ConversationDto {
     pub updated_at: String,
 }
 
-pub fn role_name(role: &str) -> &'static str {
-    match Role::parse(role) {
-        Some(Role::User) => "Human",
-        Some(Role::Assistant) => "Assistant",
-        Some(Role::System) => "System",
-        Some(Role::Tool) | None => "Tool",
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::User => "Human",
+        Role::Assistant => "Assistant",
+        Role::System => "System",
+        Role::Tool => "Tool",
     }
 }
 
-impl From<&message::Model> for ConversationDto {
-    fn from(m: &message::Model) -> Self {
+impl From<&Message> for ConversationDto {
+    fn from(m: &Message) -> Self {
         Self {
             id: m.id,
-            role: role_name(&m.role),
+            role: role_name(m.role),
             chat_id: m.chat_id,
             message: m.content.clone(),
             created_at: timestamp(&m.created_at),

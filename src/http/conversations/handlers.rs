@@ -10,21 +10,12 @@ use crate::domain::Role;
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody, parse_id, query_pairs};
-use crate::service::{KeyKind, Principal};
 
 pub type Caller = Auth<ConvError>;
 pub type Body<T> = JsonBody<T, ConvError>;
 
 const DEFAULT_LIMIT: u64 = 50;
 const MAX_LIMIT: u64 = 200;
-
-/// Refuses publishable keys on endpoints outside their scope.
-pub fn require_secret(who: &Principal) -> Result<(), ConvError> {
-    if who.kind == KeyKind::Publishable {
-        return Err(ConvError(Error::PublishableNotAllowed));
-    }
-    Ok(())
-}
 
 fn number(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, Error> {
     match pairs.iter().rev().find(|(k, _)| k == name) {
@@ -59,7 +50,6 @@ pub async fn list_chats(
     Auth(who, _): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<ChatDto>>, ConvError> {
-    require_secret(&who)?;
     let pairs = query_pairs(query.as_deref())?;
     let limit = number(&pairs, "limit")?.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -149,7 +139,6 @@ pub async fn update_chat(
     Path(id): Path<String>,
     JsonBody(body, _): Body<UpdateChat>,
 ) -> Result<Json<ChatDto>, ConvError> {
-    require_secret(&who)?;
     let id = parse_id("id", &id)?;
     let chat = state
         .services
@@ -180,7 +169,6 @@ pub async fn delete_chat(
     Auth(who, _): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ChatDto>, ConvError> {
-    require_secret(&who)?;
     let chat = state
         .services
         .delete_chat(&who, parse_id("id", &id)?)

@@ -6,37 +6,15 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use uuid::Uuid;
 
 use super::dto::{DoneEvent, ErrorEvent, StopDto};
 use super::error::{ConvError, ErrorBody};
-use super::handlers::{Caller, require_secret};
-use crate::error::Error;
-use crate::generation::{GenEvent, Subscription, Variant};
+use super::handlers::Caller;
+use crate::domain::GenEvent;
 use crate::http::AppState;
-use crate::http::extract::{Auth, parse_id, query_pairs};
-use crate::service::{Principal, ResumePoint, StreamOpen};
-
-/// `Last-Event-ID` from the header, else from `?last_event_id=` (for clients that cannot set it).
-fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<ResumePoint>, Error> {
-    let raw = match headers.get("last-event-id") {
-        Some(v) => Some(v.to_str().map_err(|_| bad_resume())?.to_owned()),
-        None => query_pairs(query)?
-            .into_iter()
-            .find_map(|(k, v)| (k == "last_event_id").then_some(v)),
-    };
-    match raw.as_deref().map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(raw) => ResumePoint::parse(raw).map(Some).ok_or_else(bad_resume),
-    }
-}
-
-fn bad_resume() -> Error {
-    Error::bad_request(
-        "Last-Event-ID",
-        "Last-Event-ID must be `<message id>:<byte offset>` or `<message id>:done`",
-    )
-}
+use crate::http::extract::{Auth, parse_id};
+use crate::http::sse::{EventIds, last_event_id};
+use crate::service::{AnswerStream, Principal, StreamOpen, Variant};
 
 /// Stream the answer (SSE)
 ///
@@ -160,13 +138,13 @@ async fn stream(
     variant: Variant,
 ) -> Result<Response, ConvError> {
     let id = parse_id("id", id)?;
-    let resume = resume_point(headers, query)?;
+    let resume = last_event_id(headers, query)?;
     match state.services.open_stream(who, id, resume, variant).await? {
         // 204 is what makes an EventSource stop reconnecting.
         StreamOpen::AlreadyDone => Ok(StatusCode::NO_CONTENT.into_response()),
         StreamOpen::Stream(subscription) => Ok(crate::http::sse::response(
             events(subscription),
-            state.services.hub.closing().clone(),
+            state.services.closing().clone(),
             state.keepalive,
             crate::http::sse::retry_event(),
             "conversations",
@@ -174,7 +152,7 @@ async fn stream(
     }
 }
 
-fn events(subscription: Subscription) -> impl futures::Stream<Item = Event> + Send + 'static {
+fn events(subscription: AnswerStream) -> impl futures::Stream<Item = Event> + Send + 'static {
     let ids = EventIds::new(subscription.message_id());
     futures::stream::unfold((subscription, ids), |(mut sub, mut ids)| async move {
         loop {
@@ -184,35 +162,6 @@ fn events(subscription: Subscription) -> impl futures::Stream<Item = Event> + Se
             }
         }
     })
-}
-
-/// Writes `<message id>:<offset>` event ids into one buffer per stream: no allocation per delta.
-struct EventIds {
-    buf: [u8; 64],
-}
-
-/// Length of a hyphenated UUID and its `:`.
-const PREFIX: usize = 37;
-
-impl EventIds {
-    fn new(message_id: Uuid) -> Self {
-        let mut buf = [0u8; 64];
-        message_id.hyphenated().encode_lower(&mut buf[..36]);
-        buf[36] = b':';
-        Self { buf }
-    }
-
-    fn with(&mut self, suffix: &str) -> &str {
-        let end = PREFIX + suffix.len();
-        self.buf[PREFIX..end].copy_from_slice(suffix.as_bytes());
-        // The buffer holds ASCII only: a UUID, a colon and digits or `done`.
-        std::str::from_utf8(&self.buf[..end]).unwrap_or_default()
-    }
-
-    fn offset(&mut self, offset: usize) -> &str {
-        let mut digits = itoa::Buffer::new();
-        self.with(digits.format(offset))
-    }
 }
 
 /// The SSE event for a core event; `None` for what this dialect does not show.
@@ -272,7 +221,6 @@ pub async fn stop(
     Auth(who, _): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<StopDto>, ConvError> {
-    require_secret(&who)?;
     let outcome = state.services.stop(&who, parse_id("id", &id)?).await?;
     let done = outcome.stopped.as_deref();
     Ok(Json(StopDto {

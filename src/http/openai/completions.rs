@@ -7,7 +7,6 @@
 //! upstream request; its usage is still recorded.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -18,44 +17,10 @@ use serde_json::{Value, json};
 use super::dto::{AssistantMessage, Choice, Completion, CompletionUsage, FunctionCall, ToolCall};
 use super::error::{ErrorEnvelope, OpenAiError, failure_chunk, failure_response};
 use super::request::{self, ChatCompletionRequest};
-use crate::domain::MessageStatus;
-use crate::generation::{CancelReason, Finished, GenEvent, Live, StartAt, Subscription};
+use crate::domain::{Finished, GenEvent, MessageStatus, ToolCallDelta};
 use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody};
-use crate::providers::ToolCallDelta;
-
-/// Reads a generation for one client and cancels it if the client goes away first.
-struct Reader {
-    sub: Subscription,
-    finished: bool,
-}
-
-impl Reader {
-    fn new(live: Arc<Live>) -> Result<Self, OpenAiError> {
-        let sub = Subscription::new(live, StartAt::Beginning)
-            .map_err(|_| OpenAiError(crate::Error::Internal("cannot read a new log".into())))?;
-        Ok(Self {
-            sub,
-            finished: false,
-        })
-    }
-
-    async fn next(&mut self) -> Option<GenEvent> {
-        let event = self.sub.next().await;
-        if matches!(event, None | Some(GenEvent::Done(_))) {
-            self.finished = true;
-        }
-        event
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.sub.live().cancel(CancelReason::ReaderGone);
-        }
-    }
-}
+use crate::service::AnswerStream;
 
 /// Create a chat completion
 ///
@@ -106,12 +71,11 @@ pub async fn create(
         created: chrono::Utc::now().timestamp(),
         model: parsed.input.model.clone(),
     };
-    let live = state.services.start_completion(&who, parsed.input)?;
+    let mut reader = state.services.start_completion(&who, parsed.input)?;
     let shape = Shape {
-        id: format!("chatcmpl-{}", live.message_id.simple()),
+        id: format!("chatcmpl-{}", reader.message_id().simple()),
         ..shape
     };
-    let mut reader = Reader::new(live)?;
     let first = reader.next().await;
     if let Some(GenEvent::Error { failure, .. }) = &first {
         return Ok(failure_response(failure));
@@ -157,7 +121,7 @@ pub async fn create(
     );
     Ok(crate::http::sse::response(
         events,
-        state.services.hub.closing().clone(),
+        state.services.closing().clone(),
         state.keepalive,
         farewell,
         "openai",
@@ -275,7 +239,7 @@ impl ChunkWriter {
 }
 
 /// The non-streaming answer: the same generation, read to its end.
-async fn collect(mut reader: Reader, first: Option<GenEvent>, shape: Shape) -> Response {
+async fn collect(mut reader: AnswerStream, first: Option<GenEvent>, shape: Shape) -> Response {
     let mut text = String::new();
     let mut tools: BTreeMap<u32, (Option<String>, String, String)> = BTreeMap::new();
     let mut next = first;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::generation::Finished;
+use crate::domain::Finished;
 
 /// A whole answer (`stream` false).
 #[derive(Serialize, ToSchema)]

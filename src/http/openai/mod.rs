@@ -63,13 +63,9 @@ async fn models(
     State(state): State<AppState>,
     Auth(who, _): Auth<OpenAiError>,
 ) -> Result<Json<ModelList>, OpenAiError> {
-    if who.kind == crate::service::KeyKind::Publishable {
-        return Err(OpenAiError(Error::PublishableNotAllowed));
-    }
     let data = state
         .services
-        .providers
-        .model_ids()
+        .models(&who)?
         .into_iter()
         .map(Model::new)
         .collect();
