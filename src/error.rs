@@ -38,6 +38,18 @@ pub enum Error {
     PublishableNotAllowed,
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// The workspace's spending, with what its running answers hold, is at or over its limit.
+    #[error("the workspace's credit is used up: its limit is {}, and {} is spent or held by running answers", usd(*limit_micros), usd(*committed_micros))]
+    InsufficientCredits {
+        limit_micros: i64,
+        committed_micros: i64,
+    },
+    /// The key made its window's requests.
+    #[error("rate limit exceeded: at most {limit} requests per window; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        limit: u32,
+        retry_after: std::time::Duration,
+    },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// The request body stopped arriving for longer than the body timeout.
@@ -81,6 +93,8 @@ impl Error {
             Error::Unauthenticated | Error::UnauthenticatedBecause(_) => "unauthorized",
             Error::Forbidden(_) | Error::PublishableNotAllowed => "forbidden",
             Error::Conflict { code, .. } => code,
+            Error::InsufficientCredits { .. } => "insufficient_credits",
+            Error::RateLimited { .. } => "rate_limited",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::RequestTimeout => "request_timeout",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -109,4 +123,26 @@ impl Error {
     }
 }
 
+/// Micro-dollars as US dollars with cents (`$10.00`).
+fn usd(micros: i64) -> String {
+    let cents = micros.div_euclid(10_000);
+    format!("${}.{:02}", cents.div_euclid(100), cents.rem_euclid(100))
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_errors_speak_in_dollars() {
+        let e = Error::InsufficientCredits {
+            limit_micros: 10_000_000,
+            committed_micros: 10_250_000,
+        };
+        assert_eq!(e.code(), "insufficient_credits");
+        assert!(e.to_string().contains("$10.00"), "{e}");
+        assert!(e.to_string().contains("$10.25"), "{e}");
+    }
+}

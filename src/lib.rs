@@ -9,6 +9,7 @@ pub mod error;
 pub mod generation;
 pub mod http;
 pub mod listener;
+pub mod policy;
 pub mod providers;
 pub mod search;
 pub mod service;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::{ConfigError, ConnectionLimits, Settings};
-use crate::generation::{Hub, HubConfig};
+use crate::generation::{Hub, HubConfig, Seams};
 use crate::http::{self, AppState};
 use crate::providers::Providers;
 use crate::service::{self, Services};
@@ -72,11 +72,14 @@ impl Sluice {
     ) -> Result<Self, StartError> {
         crate::telemetry::prometheus();
         let store = Store::open(settings.database_url()).await?;
-        let recovered = store
-            .recover_interrupted(|provider, model, usage| {
-                crate::generation::cost_micros(providers.price_of(provider, model), usage)
-            })
-            .await?;
+        let credits: Arc<dyn crate::policy::Credits> =
+            crate::policy::LocalCredits::new(store.clone());
+        let seams = Seams::single_process(&store, credits);
+        let prices = providers.clone();
+        let price = move |provider: &str, model: &str, usage| {
+            crate::generation::cost_micros(prices.price_of(provider, model), usage)
+        };
+        let recovered = seams.leases.recover(&price).await?;
         if recovered > 0 {
             tracing::warn!(
                 count = recovered,
@@ -100,15 +103,21 @@ impl Sluice {
         let hub = Hub::new(
             store.clone(),
             search,
+            seams,
             HubConfig {
                 checkpoint_interval: settings.checkpoint_interval,
             },
         );
         let checkpointer = hub.spawn_checkpointer();
+        // One counter per key per window; the limits themselves come with the keys.
+        let rate: Arc<dyn crate::policy::RateLimiter> = Arc::new(
+            crate::policy::LocalRateLimiter::new(std::time::Duration::from_secs(60)),
+        );
         let services = Arc::new(Services::new(
             store,
             hub,
             providers,
+            rate,
             settings.limits,
             default_workspace,
         ));

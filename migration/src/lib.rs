@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
 mod m20261125_000002_web_sessions;
+mod m20261206_000003_generation_leases;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_web_sessions::Migration),
+            Box::new(m20261206_000003_generation_leases::Migration),
         ]
     }
 }

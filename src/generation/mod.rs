@@ -6,22 +6,26 @@
 //! the database through the same subscription code.
 
 mod live;
+mod seams;
 mod spec;
 mod starting;
 mod task;
 mod writer;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use live::{CancelReason, Live, ResumeError, StartAt, Subscription};
+pub use seams::{
+    Leases, LiveLogs, LocalLogs, LocalStops, Seams, SingleProcessLeases, StopHandler, StopSignal,
+};
 pub use spec::{GenerationSpec, SearchSpec, Storage};
 pub use task::cost_micros;
 
+use crate::domain::Usage;
 use crate::domain::{Message, MessageStatus};
 use crate::error::{Error, Result};
 use crate::shutdown::Closing;
@@ -33,6 +37,9 @@ pub struct HubConfig {
     pub checkpoint_interval: Duration,
 }
 
+/// How often a process renews its lease on the generations it runs.
+const LEASE_RENEWAL: Duration = Duration::from_secs(3);
+
 /// See [`Hub::mark`].
 #[derive(Clone, Copy, Debug)]
 pub struct StartMark(u64);
@@ -41,9 +48,9 @@ pub struct StartMark(u64);
 pub struct Hub {
     store: Store,
     search: Arc<crate::search::Pipeline>,
+    seams: Seams,
     writer: writer::Writer,
     config: HubConfig,
-    running: Mutex<HashMap<Uuid, Arc<Live>>>,
     /// The generations that left the registry, so a start can tell whether its question was
     /// answered while it was looking at the database.
     forgotten: starting::Forgotten,
@@ -53,22 +60,33 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(store: Store, search: Arc<crate::search::Pipeline>, config: HubConfig) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(
+        store: Store,
+        search: Arc<crate::search::Pipeline>,
+        seams: Seams,
+        config: HubConfig,
+    ) -> Arc<Self> {
+        let hub = Arc::new(Self {
             writer: writer::Writer::spawn(store.clone()),
             store,
             search,
+            seams,
             config,
-            running: Mutex::new(HashMap::new()),
             forgotten: starting::Forgotten::default(),
             start_locks: starting::StartLocks::default(),
             tasks: TaskTracker::new(),
             closing: Closing::default(),
-        })
-    }
-
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Live>>> {
-        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+        });
+        // Stops addressed to this process cancel its generations of that chat.
+        let weak: Weak<Self> = Arc::downgrade(&hub);
+        hub.seams.stops.listen(Box::new(move |chat_id| {
+            if let Some(hub) = weak.upgrade() {
+                for live in hub.seams.logs.of_chat(chat_id) {
+                    live.cancel(CancelReason::Stop);
+                }
+            }
+        }));
+        hub
     }
 
     /// Cancelled when the server starts shutting down: streams end, no generation starts.
@@ -77,7 +95,7 @@ impl Hub {
     }
 
     pub fn running_count(&self) -> usize {
-        self.running().len()
+        self.seams.logs.running_count()
     }
 
     /// A mark to take before reading a question's answer from the database, and to hand to
@@ -97,8 +115,8 @@ impl Hub {
         mark: StartMark,
         spec: impl FnOnce() -> Result<GenerationSpec>,
     ) -> Result<Arc<Live>> {
-        if let Some(live) = self.running().get(&question_id) {
-            return Ok(live.clone());
+        if let Some(live) = self.seams.logs.find(question_id).await {
+            return Ok(live);
         }
         // A saved answer still marked `streaming` may be one whose task is registering right
         // now: only the locked path below may conclude it is not running here.
@@ -117,8 +135,8 @@ impl Hub {
         // Starting a question is serialised so that two readers arriving together cause one
         // upstream call; other questions start meanwhile.
         let _guard = self.start_locks.lock(question_id).await;
-        if let Some(live) = self.running().get(&question_id) {
-            return Ok(live.clone());
+        if let Some(live) = self.seams.logs.find(question_id).await {
+            return Ok(live);
         }
         if let Some(orphan) = saved {
             // Left `streaming` by another process: replay what it saved.
@@ -138,7 +156,7 @@ impl Hub {
         match spec.storage {
             Storage::Answer {
                 question_id: asked, ..
-            } if asked == question_id => self.start(spec),
+            } if asked == question_id => self.start(spec).await,
             _ => Err(Error::Internal(
                 "a stored answer's spec must name the question it answers".into(),
             )),
@@ -151,9 +169,10 @@ impl Hub {
         Ok(Arc::new(Live::saved(answer, failure)))
     }
 
-    /// Starts a generation as `spec` says. A stored answer is started through
-    /// [`Hub::answer`], which makes sure a question is answered once.
-    pub fn start(self: &Arc<Self>, spec: GenerationSpec) -> Result<Arc<Live>> {
+    /// Starts a generation as `spec` says, once its workspace's credit allows its worst case.
+    /// A stored answer is started through [`Hub::answer`], which makes sure a question is
+    /// answered once.
+    pub async fn start(self: &Arc<Self>, spec: GenerationSpec) -> Result<Arc<Live>> {
         if self.closing.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -165,6 +184,16 @@ impl Hub {
             storage,
         } = spec;
         let prompt_estimate = request.estimate_prompt_tokens();
+        let worst_case = Usage::new(
+            prompt_estimate,
+            request.max_output_tokens(resolved.max_tokens),
+            true,
+        );
+        let reservation = self
+            .seams
+            .credits
+            .reserve(workspace_id, cost_micros(resolved.price, worst_case))
+            .await?;
         let (live, persist) = match storage {
             Storage::Answer {
                 chat_id,
@@ -183,6 +212,7 @@ impl Hub {
                     provider: resolved.provider.name().to_owned(),
                     model: resolved.model.clone(),
                     prompt_tokens: prompt_estimate,
+                    owner: self.seams.leases.owner(),
                 };
                 let rows = self.writer.insert(new, live.clone());
                 (live, task::Persist::Answer { rows })
@@ -192,7 +222,7 @@ impl Hub {
                 task::Persist::UsageOnly,
             ),
         };
-        self.running().insert(live.question_id, live.clone());
+        self.seams.logs.publish(live.clone());
         let job = task::Job {
             search: search.map(|step| task::SearchStep {
                 pipeline: self.search.clone(),
@@ -206,6 +236,7 @@ impl Hub {
             normalize: matches!(persist, task::Persist::Answer { .. }),
             persist,
             workspace_id,
+            reservation: Some(reservation),
             prompt_estimate,
             resolved,
             request,
@@ -216,30 +247,31 @@ impl Hub {
 
     /// Removes a finished generation from the registry.
     fn forget(&self, question_id: Uuid) {
-        self.running().remove(&question_id);
+        self.seams.logs.retire(question_id);
         self.forgotten.record(question_id);
     }
 
-    /// Cancels every running generation of a chat and returns them.
+    /// The credit check every start goes through.
+    fn credits(&self) -> &dyn crate::policy::Credits {
+        &*self.seams.credits
+    }
+
+    /// Stops every running generation of a chat, wherever it runs, and returns those of this
+    /// process (to wait for).
     pub fn stop_chat(&self, chat_id: Uuid) -> Vec<Arc<Live>> {
-        let lives: Vec<Arc<Live>> = self
-            .running()
-            .values()
-            .filter(|l| l.chat_id == chat_id)
-            .cloned()
-            .collect();
-        for live in &lives {
-            live.cancel(CancelReason::Stop);
-        }
+        let lives = self.seams.logs.of_chat(chat_id);
+        self.seams.stops.send(chat_id);
         lives
     }
 
     /// Writes the running text of every generation that grew, in one transaction.
     pub async fn checkpoint_all(&self) {
         let due: Vec<(Arc<Live>, usize, String)> = self
-            .running()
-            .values()
-            .filter_map(|l| l.checkpoint_due().map(|(len, text)| (l.clone(), len, text)))
+            .seams
+            .logs
+            .all()
+            .into_iter()
+            .filter_map(|l| l.checkpoint_due().map(|(len, text)| (l, len, text)))
             .collect();
         if due.is_empty() {
             return;
@@ -260,15 +292,30 @@ impl Hub {
         }
     }
 
+    /// Renews this process's lease on its running generations, when it runs any.
+    async fn renew_leases(&self) {
+        if self.seams.logs.running_count() == 0 {
+            return;
+        }
+        if let Err(e) = self.seams.leases.renew().await {
+            tracing::warn!(error = %e, "renewing generation leases failed; will retry");
+        }
+    }
+
     /// Checkpoints on an interval until the hub has drained.
     pub fn spawn_checkpointer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let hub = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(hub.config.checkpoint_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tick.tick().await;
                 hub.checkpoint_all().await;
+                if renewed.elapsed() >= LEASE_RENEWAL {
+                    renewed = tokio::time::Instant::now();
+                    hub.renew_leases().await;
+                }
                 if hub.closing.is_cancelled() && hub.tasks.is_closed() && hub.tasks.is_empty() {
                     break;
                 }
@@ -285,7 +332,7 @@ impl Hub {
             .await
             .is_err()
         {
-            let left: Vec<Arc<Live>> = self.running().values().cloned().collect();
+            let left: Vec<Arc<Live>> = self.seams.logs.all();
             tracing::warn!(
                 count = left.len(),
                 "shutdown grace elapsed; saving running answers as incomplete"

@@ -33,6 +33,8 @@ pub(super) struct Job {
     /// Normalise line breaks (stored text) or relay the model's text unchanged.
     pub normalize: bool,
     pub workspace_id: Uuid,
+    /// The workspace's credit held for this generation, given back once its usage is saved.
+    pub reservation: Option<crate::policy::Reservation>,
     pub resolved: Resolved,
     pub request: ChatRequest,
     pub prompt_estimate: u32,
@@ -169,6 +171,7 @@ pub(super) async fn run(mut job: Job) {
             None
         }
     };
+    settle(&mut job);
     tracing::info!(
         message_id = %job.live.message_id,
         status = status.as_str(),
@@ -192,7 +195,8 @@ pub(super) async fn run(mut job: Job) {
 
 /// Ends a generation whose rows could not be inserted, before its provider was called: its
 /// readers learn that nothing was saved, rather than a `done` that claims a saved answer.
-async fn unsaved(job: Job, error: &str) {
+async fn unsaved(mut job: Job, error: &str) {
+    settle(&mut job);
     tracing::error!(message_id = %job.live.message_id, error, "the answer's row could not be created");
     job.live.fail(StreamFailure::new(
         "internal_error",
@@ -209,6 +213,13 @@ async fn unsaved(job: Job, error: &str) {
     metrics::counter!(names::GENERATIONS, "status" => MessageStatus::Failed.as_str()).increment(1);
     metrics::gauge!(names::GENERATIONS_RUNNING).decrement(1.0);
     job.hub.forget(job.live.question_id);
+}
+
+/// Gives the generation's credit hold back (its usage record is written, or never will be).
+fn settle(job: &mut Job) {
+    if let Some(reservation) = job.reservation.take() {
+        job.hub.credits().settle(reservation);
+    }
 }
 
 /// What `usage` costs at `price` (US dollars per million tokens, so micro-dollars per token).

@@ -62,6 +62,15 @@ impl ChatRequest {
         }
     }
 
+    /// The most output tokens this request may produce: its own `max_completion_tokens` or
+    /// `max_tokens`, else `cap` (the model's).
+    pub fn max_output_tokens(&self, cap: u32) -> u32 {
+        ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|k| self.params.get(*k).and_then(Value::as_u64))
+            .map_or(cap, |n| u32::try_from(n).unwrap_or(u32::MAX).min(cap))
+    }
+
     /// A rough token count of the prompt, for when the provider reports no usage.
     pub fn estimate_prompt_tokens(&self) -> u32 {
         self.messages

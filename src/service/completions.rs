@@ -19,7 +19,7 @@ pub struct CompletionInput {
 impl Services {
     /// Starts a completion and returns its only reader: nobody can resume an unstored answer,
     /// so dropping the reader before the end cancels the upstream request.
-    pub fn start_completion(
+    pub async fn start_completion(
         &self,
         who: &Principal,
         input: CompletionInput,
@@ -49,13 +49,16 @@ impl Services {
             messages: input.messages,
             params: input.params,
         };
-        let live = self.hub.start(GenerationSpec {
-            workspace_id: who.workspace_id,
-            resolved,
-            request,
-            search: None,
-            storage: Storage::UsageOnly,
-        })?;
+        let live = self
+            .hub
+            .start(GenerationSpec {
+                workspace_id: who.workspace_id,
+                resolved,
+                request,
+                search: None,
+                storage: Storage::UsageOnly,
+            })
+            .await?;
         AnswerStream::sole(live)
     }
 }

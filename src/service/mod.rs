@@ -22,6 +22,7 @@ pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
 
 use crate::config::Limits;
 use crate::generation::Hub;
+use crate::policy::{RateDecision, RateLimiter};
 use crate::providers::Providers;
 use crate::shutdown::Closing;
 use crate::store::Store;
@@ -31,6 +32,7 @@ pub struct Services {
     store: Store,
     hub: Arc<Hub>,
     providers: Arc<Providers>,
+    rate: Arc<dyn RateLimiter>,
     pub limits: Limits,
     pub default_workspace: Uuid,
 }
@@ -49,6 +51,7 @@ impl Services {
         store: Store,
         hub: Arc<Hub>,
         providers: Arc<Providers>,
+        rate: Arc<dyn RateLimiter>,
         limits: Limits,
         default_workspace: Uuid,
     ) -> Self {
@@ -56,6 +59,7 @@ impl Services {
             store,
             hub,
             providers,
+            rate,
             limits,
             default_workspace,
         }
@@ -76,6 +80,23 @@ impl Services {
     pub async fn drain(&self, grace: std::time::Duration) {
         self.hub.drain(grace).await;
         self.hub.checkpoint_all().await;
+    }
+
+    /// Counts one request of the caller's key against `limit` per window: refused with
+    /// [`crate::Error::RateLimited`] over it, before the request does anything. Callers without
+    /// a key (authentication off) are not counted.
+    pub async fn admit(&self, who: &Principal, limit: u32) -> crate::Result<Option<RateDecision>> {
+        let Some(key_id) = who.key_id else {
+            return Ok(None);
+        };
+        let decision = self.rate.hit(&key_id.to_string(), limit).await;
+        if !decision.allowed {
+            return Err(crate::Error::RateLimited {
+                limit: decision.limit,
+                retry_after: decision.reset_after,
+            });
+        }
+        Ok(Some(decision))
     }
 
     /// The models served, as `provider/model`, the default first.

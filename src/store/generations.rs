@@ -23,6 +23,20 @@ pub struct NewGeneration {
     /// The prompt's estimated size, recorded until the provider reports its own count (kept
     /// if it never does, as after a crash).
     pub prompt_tokens: u32,
+    /// The process that runs it (see [`Orphans`]).
+    pub owner: Uuid,
+}
+
+/// Prices a usage by provider and model, in micro-dollars.
+pub type Pricing = dyn Fn(&str, &str, Usage) -> i64 + Send + Sync;
+
+/// Which running generations have lost their owner, for [`Store::recover_interrupted`].
+#[derive(Clone, Copy, Debug)]
+pub enum Orphans {
+    /// Every one not run by this owner (the database has one process).
+    NotOwnedBy(Uuid),
+    /// Every one whose owner has not renewed its lease since then.
+    SilentSince(chrono::DateTime<chrono::Utc>),
 }
 
 /// Usage that belongs to no stored message (the `/v1` dialect stores no text).
@@ -212,6 +226,8 @@ impl Store {
             created_at: Set(at),
             updated_at: Set(at),
             finished_at: Set(None),
+            owner_id: Set(Some(new.owner)),
+            heartbeat_at: Set(Some(at)),
         }
         .insert(txn)
         .await?;
@@ -350,17 +366,48 @@ impl Store {
         Ok(found.into_iter().map(rows::usage).collect())
     }
 
-    /// Marks answers left `streaming` by a crash as `incomplete`, their checkpointed text kept,
-    /// and charges each one's usage, estimated (the provider's own count was never seen):
-    /// the prompt's estimate recorded at the start, the saved text's size. `cost` prices a
-    /// usage by provider and model.
+    /// Renews `owner`'s lease on the generations it runs; returns how many it holds.
+    pub async fn renew_leases(&self, owner: Uuid) -> Result<u64, DbErr> {
+        let renewed = generation::Entity::update_many()
+            .col_expr(generation::Column::HeartbeatAt, Expr::value(Some(now())))
+            .filter(generation::Column::OwnerId.eq(owner))
+            .filter(generation::Column::Status.eq("processing"))
+            .exec(&self.db)
+            .await?;
+        Ok(renewed.rows_affected)
+    }
+
+    /// Marks the answers of generations whose owner is gone (`orphans`) `incomplete`, their
+    /// checkpointed text kept, and charges each one's usage, estimated (the provider's own count
+    /// was never seen): the prompt's estimate recorded at the start, the saved text's size.
+    /// `cost` prices a usage by provider and model.
     pub async fn recover_interrupted(
         &self,
-        cost: impl Fn(&str, &str, Usage) -> i64,
+        orphans: Orphans,
+        cost: &Pricing,
     ) -> Result<u64, DbErr> {
+        use sea_orm::Condition;
         let at = now();
         let txn = self.db.begin().await?;
+        let gone = match orphans {
+            Orphans::NotOwnedBy(owner) => Condition::any()
+                .add(generation::Column::OwnerId.is_null())
+                .add(generation::Column::OwnerId.ne(owner)),
+            Orphans::SilentSince(since) => Condition::any()
+                .add(generation::Column::HeartbeatAt.is_null())
+                .add(generation::Column::HeartbeatAt.lt(since)),
+        };
+        let orphaned: Vec<generation::Model> = generation::Entity::find()
+            .filter(generation::Column::Status.eq("processing"))
+            .filter(gone)
+            .all(&txn)
+            .await?;
+        if orphaned.is_empty() {
+            txn.rollback().await?;
+            return Ok(0);
+        }
         let cut: Vec<message::Model> = message::Entity::find()
+            .filter(message::Column::Id.is_in(orphaned.iter().map(|g| g.message_id)))
             .filter(message::Column::Status.eq(MessageStatus::Streaming.as_str()))
             .all(&txn)
             .await?;
@@ -429,6 +476,7 @@ impl Store {
             )
             .col_expr(generation::Column::UpdatedAt, Expr::value(at))
             .col_expr(generation::Column::FinishedAt, Expr::value(Some(at)))
+            .filter(generation::Column::Id.is_in(orphaned.iter().map(|g| g.id)))
             .filter(generation::Column::Status.eq("processing"))
             .exec(&txn)
             .await?;

@@ -21,7 +21,7 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynch
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use uuid::Uuid;
 
-pub use generations::{Finish, FinishRecord, NewGeneration, UsageRecord};
+pub use generations::{Finish, FinishRecord, NewGeneration, Orphans, Pricing, UsageRecord};
 
 /// What a caller may see: one workspace, optionally narrowed to one end user's chats, or to
 /// chats created through publishable keys.

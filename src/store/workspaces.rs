@@ -59,4 +59,51 @@ impl Store {
         .await
         .map(rows::workspace)
     }
+
+    /// A workspace's credit limit in micro-dollars (`None`: unlimited, or no such workspace).
+    pub async fn credit_limit(&self, workspace_id: Uuid) -> Result<Option<i64>, DbErr> {
+        Ok(workspace::Entity::find_by_id(workspace_id)
+            .one(&self.reader)
+            .await?
+            .and_then(|w| w.credit_limit_micros))
+    }
+
+    /// Sets (or, with `None`, lifts) a workspace's credit limit.
+    pub async fn set_credit_limit(
+        &self,
+        workspace_id: Uuid,
+        limit_micros: Option<i64>,
+    ) -> Result<(), DbErr> {
+        workspace::Entity::update_many()
+            .col_expr(
+                workspace::Column::CreditLimitMicros,
+                sea_orm::sea_query::Expr::value(limit_micros),
+            )
+            .col_expr(
+                workspace::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(now()),
+            )
+            .filter(workspace::Column::Id.eq(workspace_id))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    /// What a workspace's answers cost so far, in micro-dollars.
+    pub async fn spent_micros(&self, workspace_id: Uuid) -> Result<i64, DbErr> {
+        use entity::usage_record;
+        use sea_orm::QuerySelect;
+        // PostgreSQL sums a BIGINT column as NUMERIC: cast back, on both backends.
+        let total: Option<i64> = usage_record::Entity::find()
+            .select_only()
+            .column_as(
+                sea_orm::sea_query::Expr::cust("CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT)"),
+                "total",
+            )
+            .filter(usage_record::Column::WorkspaceId.eq(workspace_id))
+            .into_tuple()
+            .one(&self.reader)
+            .await?;
+        Ok(total.unwrap_or(0))
+    }
 }

@@ -20,6 +20,9 @@ pub struct ErrorBody {
     /// The field, query parameter or header at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With `rate_limited`: seconds until the key's window resets.
+    #[serde(rename = "retryAfter", skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
     /// With a publishable key outside its scope: the endpoints such a key may use.
     #[serde(rename = "allowedEndpoints", skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<String>>)]
@@ -51,6 +54,8 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::Unauthenticated | Error::UnauthenticatedBecause(_) => StatusCode::UNAUTHORIZED,
         Error::Forbidden(_) | Error::PublishableNotAllowed => StatusCode::FORBIDDEN,
         Error::Conflict { .. } => StatusCode::CONFLICT,
+        Error::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -70,16 +75,28 @@ impl IntoResponse for ConvError {
             error: self.0.code(),
             message: self.0.public_message(),
             field: self.0.field().map(str::to_owned),
+            retry_after: match &self.0 {
+                Error::RateLimited { .. } => retry_after(&self.0),
+                _ => None,
+            },
             allowed_endpoints: matches!(self.0, Error::PublishableNotAllowed)
                 .then_some(super::PUBLISHABLE_ENDPOINTS),
         };
         let mut response = (status, Json(body)).into_response();
-        if matches!(self.0, Error::ShuttingDown) {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
+        if let Some(seconds) = retry_after(&self.0) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+/// Seconds a client should wait before trying again, for the errors that say so.
+pub fn retry_after(e: &Error) -> Option<u64> {
+    match e {
+        Error::ShuttingDown => Some(1),
+        Error::RateLimited { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+        _ => None,
     }
 }

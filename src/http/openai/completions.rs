@@ -71,7 +71,7 @@ pub async fn create(
         created: chrono::Utc::now().timestamp(),
         model: parsed.input.model.clone(),
     };
-    let mut reader = state.services.start_completion(&who, parsed.input)?;
+    let mut reader = state.services.start_completion(&who, parsed.input).await?;
     let shape = Shape {
         id: format!("chatcmpl-{}", reader.message_id().simple()),
         ..shape

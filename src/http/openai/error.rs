@@ -46,6 +46,17 @@ fn classify(e: &Error) -> (StatusCode, &'static str, Option<&'static str>) {
             Some("model_not_found"),
         ),
         Error::Conflict { .. } => (StatusCode::CONFLICT, "invalid_request_error", None),
+        // OpenAI's own answer to a spent quota, which the SDKs raise as a rate-limit error.
+        Error::InsufficientCredits { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+        ),
+        Error::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            Some("rate_limit_exceeded"),
+        ),
         Error::PayloadTooLarge { .. } => {
             (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", None)
         }
@@ -94,7 +105,14 @@ impl IntoResponse for OpenAiError {
             param,
             code.or(Some(self.0.code())),
         );
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Error::RateLimited { retry_after, .. } = &self.0 {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                retry_after.as_secs().max(1).into(),
+            );
+        }
+        response
     }
 }
 
