@@ -23,7 +23,7 @@ pub enum CancelReason {
     Stop,
     /// The server is shutting down: the partial answer is saved as `incomplete`.
     Shutdown,
-    /// The only reader went away and nobody can resume (the `/v1` dialect).
+    /// The only reader of an unstored answer went away: nobody can resume it.
     ReaderGone,
 }
 
@@ -166,7 +166,7 @@ impl Live {
         self.mark(Mark::ToolCall(call));
     }
 
-    /// Appends upstream text exactly as it came (dialects that store nothing relay it unchanged).
+    /// Appends upstream text exactly as it came (unstored answers relay it unchanged).
     pub(crate) fn append_raw(&self, chunk: &str) {
         self.lock().text.push_str(chunk);
         self.bump();

@@ -17,12 +17,12 @@ use crate::telemetry::names;
 
 /// What a finished generation writes.
 pub(super) enum Persist {
-    /// The answer row and its generation (the conversation dialects), being inserted while
+    /// The answer row and its generation ([`super::Storage::Answer`]), being inserted while
     /// the upstream call starts.
     Answer {
         rows: tokio::sync::oneshot::Receiver<super::writer::Rows>,
     },
-    /// A usage record only (the `/v1` dialect, which stores no text).
+    /// A usage record only ([`super::Storage::UsageOnly`]).
     UsageOnly,
 }
 

@@ -1,5 +1,5 @@
 //! The answers' rows are written by one task, in batches: under a burst, every start and
-//! every finish (answers, and the usage of `/v1` answers) that arrived while the previous batch
+//! every finish (answers, and the usage of unstored answers) that arrived while the previous batch
 //! was being written goes into the next transaction, instead of each waiting its turn for the
 //! database's writer (SQLite has exactly one). A lone write is a batch of one, written at once.
 //! [`Store::write_batch`] keeps one failing item from failing the others.

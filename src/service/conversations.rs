@@ -386,6 +386,39 @@ mod tests {
     }
 
     #[test]
+    fn the_prompt_puts_the_system_prompt_first_and_keeps_the_latest_messages_with_text() {
+        let at = crate::store::now();
+        let mut chat = Chat {
+            id: Uuid::nil(),
+            workspace_id: Uuid::nil(),
+            name: "c".into(),
+            end_user_id: None,
+            created_via: KeyKind::Secret,
+            settings: crate::domain::ChatSettings::default(),
+            created_at: at,
+            updated_at: at,
+        };
+        let mut empty = msg(3, Role::Assistant, None);
+        empty.content.clear();
+        let history = vec![
+            msg(1, Role::User, None),
+            msg(2, Role::Assistant, None),
+            empty,
+        ];
+        let question = msg(4, Role::User, None);
+
+        let plain = prompt(&chat, history.clone(), question.clone(), 2);
+        let contents: Vec<&str> = plain.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["message 2", "message 4"]);
+
+        chat.settings.system_prompt = Some("be brief".into());
+        let with_system = prompt(&chat, history, question, 2);
+        assert_eq!(with_system[0].role, Role::System);
+        assert_eq!(with_system[0].content, "be brief");
+        assert_eq!(with_system.len(), 3, "the system prompt is not counted");
+    }
+
+    #[test]
     fn a_question_is_picked_out_of_its_thread_with_its_answer_and_history() {
         let q1 = msg(1, Role::User, None);
         let a1 = msg(2, Role::Assistant, Some(q1.id));
