@@ -147,13 +147,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 return Err("--origin binds publishable keys only".into());
             }
             for origin in &origins {
-                if !(origin.starts_with("http://") || origin.starts_with("https://"))
-                    || origin.ends_with('/')
-                {
-                    return Err(format!(
-                        "--origin `{origin}` must look like https://example.com (scheme, host, optional port, no path)"
-                    ));
-                }
+                sluice::domain::check_origin("--origin", origin).map_err(|e| e.to_string())?;
             }
             let created = service::create_key(&store, ws.id, kind, name.as_deref(), false, origins)
                 .await
@@ -165,19 +159,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Workspaces {
             command: WorkspacesCommand::Create { slug, name },
         } => {
-            let valid = !slug.is_empty()
-                && slug.len() <= 64
-                && slug
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !valid {
-                return Err("a workspace slug is 1 to 64 characters of a-z, 0-9 and -".into());
-            }
+            let slug = sluice::domain::Slug::parse("slug", &slug).map_err(|e| e.to_string())?;
+            let slug = slug.as_str();
             let store = Store::open(settings.database_url())
                 .await
                 .map_err(|e| e.to_string())?;
             let ws = store
-                .create_workspace(&slug, name.as_deref().unwrap_or(&slug))
+                .create_workspace(slug, name.as_deref().unwrap_or(slug))
                 .await
                 .map_err(|e| {
                     if sluice::store::is_unique_violation(&e) {

@@ -131,19 +131,102 @@ pub struct Workspace {
     pub name: String,
     /// Spending limit in micro-dollars; `None` is no limit.
     pub credit_limit_micros: Option<i64>,
+    pub created_at: DateTime<Utc>,
 }
 
-/// A stored API key (its hash and prefix stay in the store).
+/// A stored API key (its hash stays in the store; its prefix is for display).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiKey {
     pub id: Uuid,
     pub workspace_id: Uuid,
     /// `None` for a kind this build does not know (refused like an unknown key).
     pub kind: Option<KeyKind>,
+    pub name: Option<String>,
+    /// The first characters of the key (`sk_live_abcd`), to tell keys apart.
+    pub prefix: String,
     pub is_admin: bool,
     /// Origins a publishable key is bound to; `None` when it is not bound.
     pub allowed_origins: Option<Vec<String>>,
-    pub revoked: bool,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKey {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+}
+
+/// A workspace slug: 1 to 64 characters of `a-z`, `0-9` and `-`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slug(String);
+
+impl Slug {
+    pub fn parse(field: &str, text: &str) -> Result<Self> {
+        let valid = !text.is_empty()
+            && text.len() <= 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(Error::bad_request(
+                field,
+                format!("`{field}` must be 1 to 64 characters of a-z, 0-9 and -"),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A browser origin a publishable key may be bound to: scheme, host and optional port, no path.
+pub fn check_origin(field: &str, origin: &str) -> Result<()> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ']) => Ok(()),
+        _ => Err(Error::bad_request(
+            field,
+            format!(
+                "`{origin}` must look like https://example.com (scheme, host, optional port, no path)"
+            ),
+        )),
+    }
+}
+
+/// A US-dollar amount as a decimal string (`"10"`, `"10.5"`, `"0.000001"`), in micro-dollars.
+pub fn parse_usd(field: &str, text: &str) -> Result<i64> {
+    let refuse = || {
+        Error::bad_request(
+            field,
+            format!("`{field}` must be a non-negative amount in US dollars, such as \"10.00\""),
+        )
+    };
+    let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 6 {
+        return Err(refuse());
+    }
+    let whole: i64 = whole.parse().map_err(|_| refuse())?;
+    let fraction: i64 = format!("{fraction:0<6}").parse().map_err(|_| refuse())?;
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(fraction))
+        .ok_or_else(refuse)
+}
+
+/// Micro-dollars as a decimal string with at least two decimals (`"10.00"`, `"0.000125"`).
+pub fn format_usd(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let abs = micros.unsigned_abs();
+    let fraction = format!("{:06}", abs % 1_000_000);
+    let fraction = fraction.trim_end_matches('0');
+    format!("{sign}{}.{fraction:0<2}", abs / 1_000_000)
 }
 
 /// What one answer cost, charged to a workspace.
@@ -175,6 +258,33 @@ mod tests {
         assert!(Temperature::parse("temperature", f64::NAN).is_err());
         assert!(TopP::parse("top_p", 1.0).is_ok());
         assert_eq!(TopP::parse("topP", -0.1).unwrap_err().field(), Some("topP"));
+    }
+
+    #[test]
+    fn dollar_amounts_round_trip_through_micro_dollars() {
+        assert_eq!(parse_usd("credit_limit", "10.00").unwrap(), 10_000_000);
+        assert_eq!(parse_usd("credit_limit", "0.000001").unwrap(), 1);
+        assert_eq!(parse_usd("credit_limit", "7").unwrap(), 7_000_000);
+        for bad in ["", "-1", "1.0000001", "1e3", "ten", ".5", "1.2.3"] {
+            assert_eq!(
+                parse_usd("credit_limit", bad).unwrap_err().field(),
+                Some("credit_limit"),
+                "{bad}"
+            );
+        }
+        assert_eq!(format_usd(10_000_000), "10.00");
+        assert_eq!(format_usd(125), "0.000125");
+        assert_eq!(format_usd(1_500_000), "1.50");
+        assert_eq!(format_usd(0), "0.00");
+    }
+
+    #[test]
+    fn slugs_and_origins_follow_their_rules() {
+        assert!(Slug::parse("slug", "team-1").is_ok());
+        assert!(Slug::parse("slug", "Team").is_err());
+        assert!(check_origin("origins", "https://example.com:8443").is_ok());
+        assert!(check_origin("origins", "https://example.com/").is_err());
+        assert!(check_origin("origins", "example.com").is_err());
     }
 
     #[test]

@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 use super::AppState;
 
 const DESCRIPTION: &str = "A Server-Sent-Events streaming inference gateway and chat backend: \
-the conversations API (chats, messages, SSE inference that survives reconnects) and an \
-OpenAI-compatible API under `/v1`, over one generation core.";
+the conversations API (chats, messages, SSE inference that survives reconnects), the workspace \
+API under `/api/` and an OpenAI-compatible API under `/v1`, over one generation core.";
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -26,6 +26,7 @@ OpenAI-compatible API under `/v1`, over one generation core.";
     tags(
         (name = "chats", description = "The conversations API: chats"),
         (name = "conversations", description = "The conversations API: messages, SSE inference and stop"),
+        (name = "workspaces", description = "The workspace API: workspaces and their keys"),
         (name = "openai", description = "OpenAI-compatible: the official SDKs work with `base_url` set to `/v1`"),
         (name = "operations", description = "Probes and metrics"),
         (name = "session", description = "Browser sign-in for the chat page: a session cookie and a CSRF token"),

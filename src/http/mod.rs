@@ -9,6 +9,7 @@ mod page;
 mod request_id;
 mod session;
 pub mod sse;
+pub mod workspace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     let documented = OpenApiRouter::with_openapi(docs::base())
         .merge(ops::router())
         .merge(conversations::router())
+        .merge(workspace::router())
         .merge(session::router())
         .merge(page::router())
         .nest("/v1", openai::router());

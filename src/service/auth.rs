@@ -137,7 +137,7 @@ impl Principal {
     /// The caller a stored key stands for; a revoked key (or a kind this build does not know)
     /// is the same `Unauthenticated` as an unknown one.
     pub(crate) fn of_key(key: ApiKey) -> Result<Self> {
-        if key.revoked {
+        if key.is_revoked() {
             return Err(Error::Unauthenticated);
         }
         let kind = key.kind.ok_or(Error::Unauthenticated)?;
@@ -202,7 +202,7 @@ pub async fn bootstrap(store: &Store, admin_key: Option<&SecretString>) -> Resul
     if let Some(admin) = admin_key {
         let hash = hash_key(admin.expose_secret());
         match store.key_by_hash(&hash).await? {
-            Some(key) if key.revoked => {
+            Some(key) if key.is_revoked() => {
                 tracing::warn!("SLUICE_ADMIN_KEY names a revoked key; it will be refused");
             }
             Some(_) => {}

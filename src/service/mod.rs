@@ -6,6 +6,7 @@ mod completions;
 mod conversations;
 mod limits;
 mod sessions;
+mod workspaces;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ pub use completions::CompletionInput;
 pub use conversations::{StopOutcome, StreamOpen, Variant};
 pub use limits::check_max_tokens;
 pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
+pub use workspaces::{KeyRequest, NewWorkspace, WorkspaceChanges};
 
 use crate::config::Limits;
 use crate::generation::Hub;

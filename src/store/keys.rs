@@ -51,4 +51,39 @@ impl Store {
     pub async fn count_keys(&self) -> Result<u64, DbErr> {
         api_key::Entity::find().count(&self.reader).await
     }
+
+    /// A workspace's keys, oldest first, revoked ones included.
+    pub async fn list_keys(&self, workspace_id: Uuid) -> Result<Vec<ApiKey>, DbErr> {
+        use sea_orm::QueryOrder;
+        let found = api_key::Entity::find()
+            .filter(api_key::Column::WorkspaceId.eq(workspace_id))
+            .order_by_asc(api_key::Column::CreatedAt)
+            .order_by_asc(api_key::Column::Id)
+            .all(&self.reader)
+            .await?;
+        Ok(found.into_iter().map(rows::api_key).collect())
+    }
+
+    /// Revokes a key of a workspace; `false` when it has no such key. Revoking twice keeps the
+    /// first time.
+    pub async fn revoke_key(&self, workspace_id: Uuid, id: Uuid) -> Result<bool, DbErr> {
+        let found = api_key::Entity::find_by_id(id)
+            .filter(api_key::Column::WorkspaceId.eq(workspace_id))
+            .one(&self.db)
+            .await?;
+        let Some(key) = found else {
+            return Ok(false);
+        };
+        if key.revoked_at.is_none() {
+            api_key::Entity::update_many()
+                .col_expr(
+                    api_key::Column::RevokedAt,
+                    sea_orm::sea_query::Expr::value(Some(now())),
+                )
+                .filter(api_key::Column::Id.eq(id))
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(true)
+    }
 }

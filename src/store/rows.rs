@@ -73,6 +73,7 @@ pub(super) fn workspace(row: workspace::Model) -> Workspace {
         slug: row.slug,
         name: row.name,
         credit_limit_micros: row.credit_limit_micros,
+        created_at: row.created_at,
     }
 }
 
@@ -81,12 +82,15 @@ pub(super) fn api_key(row: api_key::Model) -> ApiKey {
         id: row.id,
         workspace_id: row.workspace_id,
         kind: KeyKind::parse(&row.kind),
+        name: row.name,
+        prefix: row.prefix,
         is_admin: row.is_admin,
         allowed_origins: row
             .allowed_origins
             .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
             .filter(|o| !o.is_empty()),
-        revoked: row.revoked_at.is_some(),
+        created_at: row.created_at,
+        revoked_at: row.revoked_at,
     }
 }
 

@@ -68,6 +68,39 @@ impl Store {
             .and_then(|w| w.credit_limit_micros))
     }
 
+    /// Renames a workspace and/or changes its credit limit (`Some(None)` lifts it); the
+    /// updated workspace, `None` when there is no such workspace.
+    pub async fn update_workspace(
+        &self,
+        workspace_id: Uuid,
+        name: Option<String>,
+        credit_limit_micros: Option<Option<i64>>,
+    ) -> Result<Option<Workspace>, DbErr> {
+        let mut update = workspace::Entity::update_many()
+            .col_expr(
+                workspace::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(now()),
+            )
+            .filter(workspace::Column::Id.eq(workspace_id));
+        if let Some(name) = name {
+            update = update.col_expr(
+                workspace::Column::Name,
+                sea_orm::sea_query::Expr::value(name),
+            );
+        }
+        if let Some(limit) = credit_limit_micros {
+            update = update.col_expr(
+                workspace::Column::CreditLimitMicros,
+                sea_orm::sea_query::Expr::value(limit),
+            );
+        }
+        update.exec(&self.db).await?;
+        Ok(workspace::Entity::find_by_id(workspace_id)
+            .one(&self.db)
+            .await?
+            .map(rows::workspace))
+    }
+
     /// Sets (or, with `None`, lifts) a workspace's credit limit.
     pub async fn set_credit_limit(
         &self,

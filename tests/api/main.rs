@@ -26,3 +26,4 @@ mod ops;
 mod search;
 mod session;
 mod terminal;
+mod workspaces;

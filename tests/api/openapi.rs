@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// Every route the router serves, as `(method, path)` in the description's spelling. Routes of
-/// the conversations API are also served with the other trailing slash (`/chats` for `/chats/`,
+/// the conversations and workspace APIs are also served with the other trailing slash (`/chats` for `/chats/`,
 /// `/chats/{id}/` for `/chats/{id}`); the description names each once.
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
@@ -33,6 +33,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/session"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
+    ("POST", "/api/workspaces/"),
+    ("GET", "/api/workspaces/{ws}/"),
+    ("PATCH", "/api/workspaces/{ws}/"),
+    ("POST", "/api/workspaces/{ws}/keys/"),
+    ("GET", "/api/workspaces/{ws}/keys/"),
+    ("DELETE", "/api/workspaces/{ws}/keys/{id}/"),
 ];
 
 const METHODS: &[&str] = &[
@@ -74,7 +80,8 @@ fn is_fallback(status: u16, body: &str) -> bool {
 async fn fetch(app: &TestApp, method: &str, path: &str) -> (u16, String) {
     let path = path
         .replace("{id}", &uuid::Uuid::new_v4().to_string())
-        .replace("{file}", "app.js");
+        .replace("{file}", "app.js")
+        .replace("{ws}", "default");
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = app
         .client
@@ -145,7 +152,9 @@ async fn the_description_lists_exactly_the_routes_the_router_serves() {
             !is_fallback(status, &body),
             "{method} {path} is not served: {status} {body}"
         );
-        let dialect_route = path.starts_with("/chats/") || path.starts_with("/conversations/");
+        let dialect_route = path.starts_with("/chats/")
+            || path.starts_with("/conversations/")
+            || path.starts_with("/api/");
         if dialect_route {
             let twin = twin(path);
             let (status, body) = fetch(&app, method, &twin).await;

@@ -9,7 +9,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ConvError, ErrorBody};
+pub use dto::timestamp;
+pub use error::{ConvError, ErrorBody, retry_after};
 
 use super::{AppState, both};
 
