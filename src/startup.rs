@@ -74,7 +74,7 @@ impl Sluice {
         let store = Store::open(settings.database_url()).await?;
         let credits: Arc<dyn crate::policy::Credits> =
             crate::policy::LocalCredits::new(store.clone());
-        let seams = Seams::single_process(&store, credits);
+        let seams = Seams::single_process(&store, credits.clone());
         let prices = providers.clone();
         let price = move |provider: &str, model: &str, usage| {
             crate::generation::cost_micros(prices.price_of(provider, model), usage)
@@ -118,6 +118,7 @@ impl Sluice {
             hub,
             providers,
             rate,
+            credits,
             settings.limits,
             default_workspace,
         ));

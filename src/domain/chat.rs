@@ -94,6 +94,10 @@ pub struct Chat {
     /// The kind of key that created it (publishable keys see only their own kind's chats).
     pub created_via: KeyKind,
     pub settings: ChatSettings,
+    /// Stored and returned as given (informational: answers come from the configured provider).
+    pub agent_framework: Option<String>,
+    /// The id of its public read-only link, while it has one.
+    pub public_link_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

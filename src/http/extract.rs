@@ -278,6 +278,40 @@ pub fn parse_id(field: &str, raw: &str) -> Result<Uuid, Error> {
 }
 
 /// The query string as key/value pairs (empty when absent).
+/// `?limit=` (1 to 200, 50 by default) and `?offset=` of a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u64,
+    pub offset: u64,
+}
+
+impl Page {
+    const DEFAULT_LIMIT: u64 = 50;
+    const MAX_LIMIT: u64 = 200;
+
+    pub fn from_query(query: Option<&str>) -> Result<Self, Error> {
+        let pairs = query_pairs(query)?;
+        let number = |name: &str| match pairs.iter().rev().find(|(k, _)| k == name) {
+            None => Ok(None),
+            Some((_, v)) => v.parse::<u64>().map(Some).map_err(|_| {
+                Error::bad_request(name, format!("{name} must be a non-negative integer"))
+            }),
+        };
+        let limit = number("limit")?.unwrap_or(Self::DEFAULT_LIMIT);
+        if !(1..=Self::MAX_LIMIT).contains(&limit) {
+            return Err(Error::bad_request(
+                "limit",
+                format!("limit must be from 1 to {}", Self::MAX_LIMIT),
+            ));
+        }
+        let offset = number("offset")?.unwrap_or(0);
+        if i64::try_from(offset).is_err() {
+            return Err(Error::bad_request("offset", "offset is too large"));
+        }
+        Ok(Self { limit, offset })
+    }
+}
+
 pub fn query_pairs(parts_query: Option<&str>) -> Result<Vec<(String, String)>, Error> {
     match parts_query {
         None => Ok(Vec::new()),

@@ -30,6 +30,13 @@ pub trait Credits: Send + Sync {
 
     /// Releases a hold: the answer's actual cost is in its usage record by now.
     fn settle(&self, reservation: Reservation);
+
+    /// Refuses like [`Credits::reserve`] when nothing more may start, holding nothing.
+    async fn check(&self, workspace_id: Uuid) -> Result<()> {
+        let hold = self.reserve(workspace_id, 0).await?;
+        self.settle(hold);
+        Ok(())
+    }
 }
 
 /// How long a workspace's limit is remembered: a changed limit applies within this.

@@ -385,6 +385,44 @@ impl Providers {
         }
     }
 
+    /// Checks a stored choice of provider and model: the provider must be configured (any case)
+    /// and the model one it lists (any model for a provider that lists none); a model alone must
+    /// be `provider/model` or listed by a provider. `Err` names the field at fault.
+    pub fn check_choice(
+        &self,
+        provider: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<(), &'static str> {
+        if self.is_demo() {
+            return match (provider, model) {
+                (Some(p), _) if p != DEMO_MODEL => Err("ai_provider"),
+                (_, Some(m)) if m != DEMO_MODEL => Err("ai_model"),
+                _ => Ok(()),
+            };
+        }
+        let entry = |name: &str| {
+            self.entries
+                .iter()
+                .find(|(_, s)| s.name.eq_ignore_ascii_case(name))
+        };
+        match (provider, model) {
+            (Some(p), model) => {
+                let (_, settings) = entry(p).ok_or("ai_provider")?;
+                match model {
+                    Some(m)
+                        if !settings.models.is_empty()
+                            && !settings.models.iter().any(|x| x == m) =>
+                    {
+                        Err("ai_model")
+                    }
+                    _ => Ok(()),
+                }
+            }
+            (None, Some(m)) => self.find(None, Some(m)).map(|_| ()).ok_or("ai_model"),
+            (None, None) => Ok(()),
+        }
+    }
+
     /// Picks the provider and model for a request; `None`s fall back to the default model.
     pub fn resolve(&self, provider: Option<&str>, model: Option<&str>) -> Option<Resolved> {
         if let Some(demo) = &self.demo {

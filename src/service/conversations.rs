@@ -114,6 +114,8 @@ impl Services {
                 name,
                 end_user_id: who.end_user.clone(),
                 created_via: who.kind,
+                settings: Default::default(),
+                agent_framework: None,
             })
             .await?;
         Ok(chat)
@@ -395,6 +397,8 @@ mod tests {
             end_user_id: None,
             created_via: KeyKind::Secret,
             settings: crate::domain::ChatSettings::default(),
+            agent_framework: None,
+            public_link_id: None,
             created_at: at,
             updated_at: at,
         };

@@ -2,6 +2,7 @@
 
 mod answers;
 mod auth;
+mod chats;
 mod completions;
 mod conversations;
 mod limits;
@@ -16,6 +17,7 @@ pub use answers::AnswerStream;
 pub use auth::{
     Access, KeyKind, NewKeyOutput, Principal, bootstrap, create_key, generate_key, hash_key,
 };
+pub use chats::ChatInput;
 pub use completions::CompletionInput;
 pub use conversations::{StopOutcome, StreamOpen, Variant};
 pub use limits::check_max_tokens;
@@ -24,7 +26,7 @@ pub use workspaces::{KeyRequest, NewWorkspace, WorkspaceChanges};
 
 use crate::config::Limits;
 use crate::generation::Hub;
-use crate::policy::{RateDecision, RateLimiter};
+use crate::policy::{Credits, RateDecision, RateLimiter};
 use crate::providers::Providers;
 use crate::shutdown::Closing;
 use crate::store::Store;
@@ -35,6 +37,7 @@ pub struct Services {
     hub: Arc<Hub>,
     providers: Arc<Providers>,
     rate: Arc<dyn RateLimiter>,
+    credits: Arc<dyn Credits>,
     pub limits: Limits,
     pub default_workspace: Uuid,
 }
@@ -49,11 +52,13 @@ pub struct Readiness {
 }
 
 impl Services {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Store,
         hub: Arc<Hub>,
         providers: Arc<Providers>,
         rate: Arc<dyn RateLimiter>,
+        credits: Arc<dyn Credits>,
         limits: Limits,
         default_workspace: Uuid,
     ) -> Self {
@@ -62,6 +67,7 @@ impl Services {
             hub,
             providers,
             rate,
+            credits,
             limits,
             default_workspace,
         }

@@ -9,7 +9,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Scope, Store, now, rows};
-use crate::domain::{Chat, ChatName, KeyKind};
+use crate::domain::{Chat, ChatName, ChatSettings, KeyKind};
 
 /// A chat row to insert.
 pub struct NewChat {
@@ -17,6 +17,16 @@ pub struct NewChat {
     pub name: ChatName,
     pub end_user_id: Option<String>,
     pub created_via: KeyKind,
+    pub settings: ChatSettings,
+    pub agent_framework: Option<String>,
+}
+
+/// Changes to a chat; `None` leaves a field as it is.
+#[derive(Default)]
+pub struct ChatChanges {
+    pub name: Option<ChatName>,
+    pub settings: Option<ChatSettings>,
+    pub agent_framework: Option<Option<String>>,
 }
 
 fn scoped(scope: &Scope) -> Select<chat::Entity> {
@@ -40,13 +50,13 @@ impl Store {
             end_user_id: Set(new.end_user_id),
             agent_id: Set(None),
             created_via: Set(new.created_via.as_str().to_owned()),
-            provider: Set(None),
-            model: Set(None),
-            system_prompt: Set(None),
-            temperature: Set(None),
-            max_tokens: Set(None),
-            top_p: Set(None),
-            agent_framework: Set(None),
+            provider: Set(new.settings.provider),
+            model: Set(new.settings.model),
+            system_prompt: Set(new.settings.system_prompt),
+            temperature: Set(new.settings.temperature.map(|t| t.get())),
+            max_tokens: Set(new.settings.max_tokens.map(rows::tokens)),
+            top_p: Set(new.settings.top_p.map(|t| t.get())),
+            agent_framework: Set(new.agent_framework),
             metadata: Set(None),
             status: Set("active".to_owned()),
             public_link_id: Set(None),
@@ -100,6 +110,38 @@ impl Store {
         let mut active = found.into_active_model();
         active.name = Set(name.into_string());
         active.updated_at = Set(updated_at.unwrap_or_else(now));
+        active
+            .update(&self.db)
+            .await
+            .map(|row| Some(rows::chat(row)))
+    }
+
+    /// Applies `changes` to a chat the scope can see; the updated chat, `None` when none.
+    pub async fn update_chat(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        changes: ChatChanges,
+    ) -> Result<Option<Chat>, DbErr> {
+        let Some(found) = self.chat_row(scope, id).await? else {
+            return Ok(None);
+        };
+        let mut active = found.into_active_model();
+        if let Some(name) = changes.name {
+            active.name = Set(name.into_string());
+        }
+        if let Some(settings) = changes.settings {
+            active.provider = Set(settings.provider);
+            active.model = Set(settings.model);
+            active.system_prompt = Set(settings.system_prompt);
+            active.temperature = Set(settings.temperature.map(|t| t.get()));
+            active.max_tokens = Set(settings.max_tokens.map(rows::tokens));
+            active.top_p = Set(settings.top_p.map(|t| t.get()));
+        }
+        if let Some(framework) = changes.agent_framework {
+            active.agent_framework = Set(framework);
+        }
+        active.updated_at = Set(now());
         active
             .update(&self.db)
             .await

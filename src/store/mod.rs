@@ -4,7 +4,7 @@
 //! workspace's data takes a `Scope` and filters by it in the query itself.
 
 mod chats;
-pub use chats::NewChat;
+pub use chats::{ChatChanges, NewChat};
 mod generations;
 mod keys;
 pub use keys::NewKey;

@@ -37,6 +37,8 @@ pub(super) fn chat(row: chat::Model) -> Chat {
         end_user_id: row.end_user_id,
         created_via: KeyKind::parse(&row.created_via).unwrap_or(KeyKind::Secret),
         settings,
+        agent_framework: row.agent_framework,
+        public_link_id: row.public_link_id,
         created_at: row.created_at,
         updated_at: row.updated_at,
     }

@@ -25,5 +25,6 @@ mod openapi;
 mod ops;
 mod search;
 mod session;
+mod sessions;
 mod terminal;
 mod workspaces;

@@ -39,6 +39,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/workspaces/{ws}/keys/"),
     ("GET", "/api/workspaces/{ws}/keys/"),
     ("DELETE", "/api/workspaces/{ws}/keys/{id}/"),
+    ("GET", "/api/workspaces/{ws}/chats/"),
+    ("POST", "/api/workspaces/{ws}/chats/"),
+    ("GET", "/api/workspaces/{ws}/chats/{id}/"),
+    ("PUT", "/api/workspaces/{ws}/chats/{id}/"),
+    ("DELETE", "/api/workspaces/{ws}/chats/{id}/"),
 ];
 
 const METHODS: &[&str] = &[
@@ -201,6 +206,7 @@ async fn the_operations_open_to_publishable_keys_are_the_publishable_endpoints()
         .collect();
     let allowed: BTreeSet<String> = sluice::http::conversations::PUBLISHABLE_ENDPOINTS
         .iter()
+        .chain(sluice::http::workspace::PUBLISHABLE_ENDPOINTS)
         .map(|e| e.split('?').next().unwrap().to_owned())
         .collect();
     assert_eq!(documented, allowed);

@@ -9,22 +9,10 @@ use super::error::{ConvError, ErrorBody};
 use crate::domain::Role;
 use crate::error::Error;
 use crate::http::AppState;
-use crate::http::extract::{Auth, JsonBody, parse_id, query_pairs};
+use crate::http::extract::{Auth, JsonBody, Page, parse_id, query_pairs};
 
 pub type Caller = Auth<ConvError>;
 pub type Body<T> = JsonBody<T, ConvError>;
-
-const DEFAULT_LIMIT: u64 = 50;
-const MAX_LIMIT: u64 = 200;
-
-fn number(pairs: &[(String, String)], name: &str) -> Result<Option<u64>, Error> {
-    match pairs.iter().rev().find(|(k, _)| k == name) {
-        None => Ok(None),
-        Some((_, v)) => v.parse::<u64>().map(Some).map_err(|_| {
-            Error::bad_request(name, format!("{name} must be a non-negative integer"))
-        }),
-    }
-}
 
 /// List chats
 ///
@@ -50,17 +38,7 @@ pub async fn list_chats(
     Auth(who, _): Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<ChatDto>>, ConvError> {
-    let pairs = query_pairs(query.as_deref())?;
-    let limit = number(&pairs, "limit")?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(
-            Error::bad_request("limit", format!("limit must be from 1 to {MAX_LIMIT}")).into(),
-        );
-    }
-    let offset = number(&pairs, "offset")?.unwrap_or(0);
-    if i64::try_from(offset).is_err() {
-        return Err(Error::bad_request("offset", "offset is too large").into());
-    }
+    let Page { limit, offset } = Page::from_query(query.as_deref())?;
     let chats = state.services.list_chats(&who, limit, offset).await?;
     Ok(Json(chats.into_iter().map(ChatDto::from).collect()))
 }

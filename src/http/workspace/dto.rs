@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{ApiKey, Workspace, format_usd};
+use crate::domain::{ApiKey, Chat, Workspace, format_usd};
 use crate::http::conversations::timestamp;
+use crate::service::ChatInput;
 
 /// A workspace.
 #[derive(Serialize, ToSchema)]
@@ -116,4 +117,108 @@ pub struct CreateKey {
     /// Browser origins (`https://example.com`) a publishable key is bound to.
     #[serde(default)]
     pub origins: Vec<String>,
+}
+
+/// A session: a chat with its own settings.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
+pub struct SessionDto {
+    pub id: Uuid,
+    /// The workspace's id.
+    pub workspace: Uuid,
+    pub name: String,
+    /// Always `active`.
+    #[schema(value_type = String, examples("active"))]
+    pub status: &'static str,
+    /// Null: the server's default model answers.
+    pub ai_provider: Option<String>,
+    pub ai_model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+    pub top_p: Option<f64>,
+    pub agent_framework: Option<String>,
+    /// The end user it belongs to (`X-User-Id` when it was created).
+    pub user_id: Option<String>,
+    pub is_public: bool,
+    pub is_shared: bool,
+    pub shareable_link_id: Option<Uuid>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+impl From<Chat> for SessionDto {
+    fn from(c: Chat) -> Self {
+        Self {
+            id: c.id,
+            workspace: c.workspace_id,
+            name: c.name,
+            status: "active",
+            ai_provider: c.settings.provider,
+            ai_model: c.settings.model,
+            system_prompt: c.settings.system_prompt,
+            temperature: c.settings.temperature.map(|t| t.get()),
+            max_tokens: c.settings.max_tokens,
+            top_p: c.settings.top_p.map(|t| t.get()),
+            agent_framework: c.agent_framework,
+            user_id: c.end_user_id,
+            is_public: c.public_link_id.is_some(),
+            is_shared: false,
+            shareable_link_id: c.public_link_id,
+            created_at: timestamp(&c.created_at),
+            updated_at: timestamp(&c.updated_at),
+        }
+    }
+}
+
+/// A session's fields. Creating: all optional (the name is `New chat`, unset provider and model
+/// mean the server's default). Updating: absent fields stay, `null` clears a setting.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = SessionFields)]
+pub struct SessionFields {
+    /// 1 to 200 visible characters.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A configured provider (any case).
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub ai_provider: Option<Option<String>>,
+    /// A model the provider serves.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub ai_model: Option<Option<String>>,
+    /// Sent first, as a `system` message.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub system_prompt: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 2)]
+    pub temperature: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 1)]
+    pub top_p: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub max_tokens: Option<Option<i64>>,
+    /// Stored and returned as given.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub agent_framework: Option<Option<String>>,
+}
+
+impl From<SessionFields> for ChatInput {
+    fn from(f: SessionFields) -> Self {
+        Self {
+            name: f.name,
+            provider: f.ai_provider,
+            model: f.ai_model,
+            system_prompt: f.system_prompt,
+            temperature: f.temperature,
+            top_p: f.top_p,
+            max_tokens: f.max_tokens,
+            agent_framework: f.agent_framework,
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! The workspace API (seed 001): workspaces and their keys, under `/api/workspaces/`.
+//! The workspace API (seed 001) under `/api/workspaces/`: workspaces and their keys, sessions.
 
 mod dto;
 mod error;
+mod sessions;
 mod workspaces;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -11,6 +12,12 @@ pub use error::{ErrorBody, WsError};
 
 use super::extract::{Auth, JsonBody};
 use super::{AppState, both};
+
+/// Endpoints a publishable key may use in this dialect (every other one is 403).
+pub const PUBLISHABLE_ENDPOINTS: &[&str] = &[
+    "POST /api/workspaces/{ws}/chats/",
+    "GET /api/workspaces/{ws}/chats/{id}/",
+];
 
 type Caller = Auth<WsError>;
 type Body<T> = JsonBody<T, WsError>;
@@ -22,6 +29,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         routes!(workspaces::get_workspace, workspaces::update_workspace),
         routes!(workspaces::create_key, workspaces::list_keys),
         routes!(workspaces::revoke_key),
+        routes!(sessions::list_sessions, sessions::create_session),
+        routes!(
+            sessions::get_session,
+            sessions::update_session,
+            sessions::delete_session
+        ),
     ]
     .into_iter()
     .fold(OpenApiRouter::new(), both)
