@@ -188,6 +188,9 @@ pub struct Settings {
     pub cors_origins: CorsOrigins,
     /// The internet variant's search backend and page fetcher.
     pub search: crate::search::SearchSettings,
+    /// The workspace API answers a message post with a task to poll, unless the request asks
+    /// otherwise (`AGENT_ASYNC_ENABLED`).
+    pub agent_async: bool,
 }
 
 /// Which other origins' pages may call the API from a browser. Credentials (the session
@@ -268,6 +271,7 @@ impl Settings {
             aliases: BTreeMap::new(),
             cors_origins: CorsOrigins::None,
             search: crate::search::SearchSettings::default(),
+            agent_async: false,
         }
     }
 
@@ -364,6 +368,17 @@ impl Settings {
             upstream_file.idle_timeout_secs,
         )? {
             settings.upstream.idle = d;
+        }
+        if let Some(v) = var("AGENT_ASYNC_ENABLED") {
+            settings.agent_async = match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "AGENT_ASYNC_ENABLED: `{v}` is not `true` or `false`"
+                    )));
+                }
+            };
         }
         if let Some(v) = var("SLUICE_UPSTREAM_HTTP2") {
             settings.upstream_http.http2 = match v.to_ascii_lowercase().as_str() {

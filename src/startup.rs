@@ -127,6 +127,7 @@ impl Sluice {
             auth: settings.auth,
             keepalive: settings.keepalive,
             cors: settings.cors_origins.clone(),
+            agent_async: settings.agent_async,
         });
         Ok(Self {
             router,

@@ -21,6 +21,7 @@ use uuid::Uuid;
 pub use live::{CancelReason, Live, ResumeError, StartAt, Subscription};
 pub use seams::{
     Leases, LiveLogs, LocalLogs, LocalStops, Seams, SingleProcessLeases, StopHandler, StopSignal,
+    StopTarget,
 };
 pub use spec::{GenerationSpec, SearchSpec, Storage};
 pub use task::cost_micros;
@@ -77,13 +78,22 @@ impl Hub {
             tasks: TaskTracker::new(),
             closing: Closing::default(),
         });
-        // Stops addressed to this process cancel its generations of that chat.
+        // Stops addressed to this process cancel its generations of that chat or question.
         let weak: Weak<Self> = Arc::downgrade(&hub);
-        hub.seams.stops.listen(Box::new(move |chat_id| {
-            if let Some(hub) = weak.upgrade() {
-                for live in hub.seams.logs.of_chat(chat_id) {
-                    live.cancel(CancelReason::Stop);
-                }
+        hub.seams.stops.listen(Box::new(move |target| {
+            let Some(hub) = weak.upgrade() else { return };
+            let lives = match target {
+                StopTarget::Chat(chat_id) => hub.seams.logs.of_chat(chat_id),
+                StopTarget::Question(question_id) => hub
+                    .seams
+                    .logs
+                    .all()
+                    .into_iter()
+                    .filter(|l| l.question_id == question_id)
+                    .collect(),
+            };
+            for live in lives {
+                live.cancel(CancelReason::Stop);
             }
         }));
         hub
@@ -260,8 +270,16 @@ impl Hub {
     /// process (to wait for).
     pub fn stop_chat(&self, chat_id: Uuid) -> Vec<Arc<Live>> {
         let lives = self.seams.logs.of_chat(chat_id);
-        self.seams.stops.send(chat_id);
+        self.seams.stops.send(StopTarget::Chat(chat_id));
         lives
+    }
+
+    /// Stops the running answer to `question_id`, wherever it runs, and returns it when this
+    /// process runs it (to wait for).
+    pub async fn stop_question(&self, question_id: Uuid) -> Option<Arc<Live>> {
+        let live = self.seams.logs.find(question_id).await;
+        self.seams.stops.send(StopTarget::Question(question_id));
+        live
     }
 
     /// Writes the running text of every generation that grew, in one transaction.

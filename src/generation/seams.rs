@@ -100,12 +100,21 @@ impl LiveLogs for LocalLogs {
 }
 
 /// What a stop is addressed to.
-pub type StopHandler = Box<dyn Fn(Uuid) + Send + Sync>;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopTarget {
+    /// Every running answer of a chat.
+    Chat(Uuid),
+    /// The running answer to one question.
+    Question(Uuid),
+}
+
+/// Where a process's stops are delivered.
+pub type StopHandler = Box<dyn Fn(StopTarget) + Send + Sync>;
 
 /// Carries a stop to the process that runs the answer, wherever the request arrived.
 pub trait StopSignal: Send + Sync {
-    /// Asks whichever process runs the generations of `chat_id` to stop them.
-    fn send(&self, chat_id: Uuid);
+    /// Asks whichever process runs the target's generations to stop them.
+    fn send(&self, target: StopTarget);
     /// Hands the stops addressed to this process to `handler` (set once, by the hub).
     fn listen(&self, handler: StopHandler);
 }
@@ -117,9 +126,9 @@ pub struct LocalStops {
 }
 
 impl StopSignal for LocalStops {
-    fn send(&self, chat_id: Uuid) {
+    fn send(&self, target: StopTarget) {
         if let Some(handler) = self.handler.get() {
-            handler(chat_id);
+            handler(target);
         }
     }
 

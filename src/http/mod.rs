@@ -36,6 +36,8 @@ pub struct AppState {
     pub auth: AuthMode,
     pub keepalive: Duration,
     pub cors: CorsOrigins,
+    /// The workspace API's default reply mode for message posts: a task (true) or the answer.
+    pub agent_async: bool,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -87,4 +87,15 @@ impl Store {
             .await?;
         Ok(found.map(rows::message))
     }
+
+    /// Deletes messages of a chat (their generations go with them); usage records stay, so
+    /// that what was spent is still counted.
+    pub async fn delete_messages(&self, chat_id: Uuid, ids: &[Uuid]) -> Result<u64, DbErr> {
+        let deleted = message::Entity::delete_many()
+            .filter(message::Column::ChatId.eq(chat_id))
+            .filter(message::Column::Id.is_in(ids.iter().copied()))
+            .exec(&self.db)
+            .await?;
+        Ok(deleted.rows_affected)
+    }
 }

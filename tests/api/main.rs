@@ -27,4 +27,5 @@ mod search;
 mod session;
 mod sessions;
 mod terminal;
+mod workspace_messages;
 mod workspaces;

@@ -44,6 +44,21 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/workspaces/{ws}/chats/{id}/"),
     ("PUT", "/api/workspaces/{ws}/chats/{id}/"),
     ("DELETE", "/api/workspaces/{ws}/chats/{id}/"),
+    ("GET", "/api/workspaces/{ws}/chats/{id}/messages/"),
+    ("POST", "/api/workspaces/{ws}/chats/{id}/messages/"),
+    ("GET", "/api/workspaces/{ws}/chats/{id}/messages/{message}/"),
+    (
+        "DELETE",
+        "/api/workspaces/{ws}/chats/{id}/messages/{message}/",
+    ),
+    (
+        "GET",
+        "/api/workspaces/{ws}/chats/{id}/messages/{message}/stream/",
+    ),
+    (
+        "GET",
+        "/api/workspaces/{ws}/chats/{id}/messages/agent-task-status/{task}/",
+    ),
 ];
 
 const METHODS: &[&str] = &[
@@ -86,7 +101,9 @@ async fn fetch(app: &TestApp, method: &str, path: &str) -> (u16, String) {
     let path = path
         .replace("{id}", &uuid::Uuid::new_v4().to_string())
         .replace("{file}", "app.js")
-        .replace("{ws}", "default");
+        .replace("{ws}", "default")
+        .replace("{message}", &uuid::Uuid::new_v4().to_string())
+        .replace("{task}", &uuid::Uuid::new_v4().to_string());
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = app
         .client

@@ -9,7 +9,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use dto::timestamp;
+pub use dto::{UsageDto, timestamp};
 pub use error::{ConvError, ErrorBody, retry_after};
 
 use super::{AppState, both};

@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{ApiKey, Chat, Workspace, format_usd};
-use crate::http::conversations::timestamp;
-use crate::service::ChatInput;
+use crate::domain::{ApiKey, Chat, Message, MessageStatus, Role, Workspace, format_usd};
+use crate::http::conversations::{UsageDto, timestamp};
+use crate::service::{ChatInput, TaskView};
 
 /// A workspace.
 #[derive(Serialize, ToSchema)]
@@ -221,4 +221,114 @@ impl From<SessionFields> for ChatInput {
             agent_framework: f.agent_framework,
         }
     }
+}
+
+/// A message of a session.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SessionMessage)]
+pub struct MessageDto {
+    pub id: Uuid,
+    /// The session's id.
+    pub session: Uuid,
+    /// `user` or `assistant`.
+    #[schema(value_type = String, examples("user"))]
+    pub role: &'static str,
+    pub content: String,
+    pub sequence_number: i64,
+    /// `complete`, `streaming`, `incomplete`, `failed` or `cancelled`.
+    #[schema(value_type = String, examples("complete"))]
+    pub status: &'static str,
+    /// The model that answered (answers only).
+    pub model: Option<String>,
+    /// Token counts of an ended answer; null for questions and running answers.
+    pub usage: Option<UsageDto>,
+    /// The sources an answer was given, when it searched.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub sources: Option<serde_json::Value>,
+    /// For an answer: the question it answers.
+    pub reply_to: Option<Uuid>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<&Message> for MessageDto {
+    fn from(m: &Message) -> Self {
+        let ended = m.role == Role::Assistant && m.status != MessageStatus::Streaming;
+        Self {
+            id: m.id,
+            session: m.chat_id,
+            role: m.role.as_str(),
+            content: m.content.clone(),
+            sequence_number: m.seq,
+            status: m.status.as_str(),
+            model: m.model.clone(),
+            usage: ended.then(|| m.usage.into()),
+            sources: m.sources.clone(),
+            reply_to: m.reply_to,
+            created_at: timestamp(&m.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct PostMessage {
+    /// Only `user`.
+    #[schema(examples("user"))]
+    pub role: String,
+    pub content: String,
+}
+
+/// A question and its ended answer (sync replies).
+#[derive(Serialize, ToSchema)]
+pub struct Exchange {
+    pub user_message: Option<MessageDto>,
+    /// The answer, whatever its status; empty only when it could not be saved.
+    pub assistant_messages: Vec<MessageDto>,
+}
+
+/// An async reply: the task to poll.
+#[derive(Serialize, ToSchema)]
+pub struct TaskAccepted {
+    pub task_id: Uuid,
+    /// Always `processing`.
+    #[schema(value_type = String, examples("processing"))]
+    pub status: &'static str,
+    pub user_message: MessageDto,
+}
+
+/// Where a task stands.
+#[derive(Serialize, ToSchema)]
+pub struct TaskStatus {
+    pub task_id: Uuid,
+    /// `processing`, `completed`, `failed` or `cancelled`.
+    #[schema(value_type = String, examples("completed"))]
+    pub status: &'static str,
+    /// The question and the answer, once the task ended.
+    pub result: Option<Exchange>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl From<TaskView> for TaskStatus {
+    fn from(t: TaskView) -> Self {
+        let status = t.status();
+        let ended = status != "processing";
+        Self {
+            task_id: t.answer.id,
+            status,
+            error: t.failure.map(|f| f.message),
+            result: ended.then(|| Exchange {
+                user_message: t.question.as_ref().map(MessageDto::from),
+                assistant_messages: vec![MessageDto::from(&t.answer)],
+            }),
+        }
+    }
+}
+
+/// The data of `event: done`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SessionStreamDone)]
+pub struct StreamDone {
+    /// The saved answer (null when it could not be saved).
+    pub message: Option<MessageDto>,
 }

@@ -1,8 +1,11 @@
-//! The workspace API (seed 001) under `/api/workspaces/`: workspaces and their keys, sessions.
+//! The workspace API (seed 001) under `/api/workspaces/`: workspaces and their keys, sessions,
+//! their messages and answers.
 
 mod dto;
 mod error;
+mod messages;
 mod sessions;
+mod stream;
 mod workspaces;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -17,6 +20,11 @@ use super::{AppState, both};
 pub const PUBLISHABLE_ENDPOINTS: &[&str] = &[
     "POST /api/workspaces/{ws}/chats/",
     "GET /api/workspaces/{ws}/chats/{id}/",
+    "GET /api/workspaces/{ws}/chats/{id}/messages/",
+    "POST /api/workspaces/{ws}/chats/{id}/messages/",
+    "GET /api/workspaces/{ws}/chats/{id}/messages/{message}/",
+    "GET /api/workspaces/{ws}/chats/{id}/messages/{message}/stream/",
+    "GET /api/workspaces/{ws}/chats/{id}/messages/agent-task-status/{task}/",
 ];
 
 type Caller = Auth<WsError>;
@@ -35,6 +43,10 @@ pub fn router() -> OpenApiRouter<AppState> {
             sessions::update_session,
             sessions::delete_session
         ),
+        routes!(messages::list_messages, messages::post_message),
+        routes!(messages::get_message, messages::delete_message),
+        routes!(messages::follow),
+        routes!(messages::task_status),
     ]
     .into_iter()
     .fold(OpenApiRouter::new(), both)

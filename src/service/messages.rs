@@ -1,0 +1,172 @@
+//! A chat's messages as the workspace API (and later the agent API) handles them: post a
+//! question and get its answer's reader, read, delete, and follow an answer's task.
+
+use uuid::Uuid;
+
+use super::{AnswerStream, Principal, Services, StreamOpen, Variant};
+use crate::domain::{Message, MessageStatus, ResumePoint, Role, StreamFailure, Workspace};
+use crate::error::{Error, Result};
+
+/// Where an answer's task stands: its answer row seen as a job.
+pub struct TaskView {
+    pub answer: Message,
+    pub question: Option<Message>,
+    /// Why it failed, when it did.
+    pub failure: Option<StreamFailure>,
+}
+
+impl TaskView {
+    /// `processing`, `completed`, `failed` or `cancelled`.
+    pub fn status(&self) -> &'static str {
+        match self.answer.status {
+            MessageStatus::Streaming => "processing",
+            MessageStatus::Complete => "completed",
+            MessageStatus::Cancelled => "cancelled",
+            MessageStatus::Incomplete | MessageStatus::Failed => "failed",
+        }
+    }
+}
+
+impl Principal {
+    /// This caller acting inside `workspace`, which [`Services::workspace`] let it name.
+    pub(super) fn in_workspace(&self, workspace: &Workspace) -> Principal {
+        Principal {
+            workspace_id: workspace.id,
+            ..self.clone()
+        }
+    }
+}
+
+impl Services {
+    /// Posts a user message to a chat of `workspace` and starts its answer with the chat's
+    /// settings; the message and a reader of the answer. The credit is checked before anything
+    /// is written.
+    pub async fn ask(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+        content: String,
+    ) -> Result<(Message, AnswerStream)> {
+        let who = who.in_workspace(workspace);
+        let chat = self.chat(&who, chat_id).await?;
+        self.credits.check(workspace.id).await?;
+        let question = self.add_message(&who, chat.id, Role::User, content).await?;
+        match self
+            .open_stream(&who, question.id, None, Variant::Plain)
+            .await?
+        {
+            StreamOpen::Stream(answer) => Ok((question, answer)),
+            StreamOpen::AlreadyDone => Err(Error::Internal(
+                "a new question's answer was already done".into(),
+            )),
+        }
+    }
+
+    /// A chat's messages in order, without system messages.
+    pub async fn messages_in(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+    ) -> Result<Vec<Message>> {
+        self.list_messages(&who.in_workspace(workspace), chat_id)
+            .await
+    }
+
+    /// One message of a chat.
+    pub async fn message_in(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+        id: Uuid,
+    ) -> Result<Message> {
+        let chat = self.chat(&who.in_workspace(workspace), chat_id).await?;
+        self.store
+            .message(id)
+            .await?
+            .filter(|m| m.chat_id == chat.id && m.role != Role::System)
+            .ok_or(Error::NotFound("message"))
+    }
+
+    /// Attaches to, or replays, the answer `message_id` names (an answer, or a question standing
+    /// for its answer), from `resume`.
+    pub async fn follow_answer(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+        message_id: Uuid,
+        resume: Option<ResumePoint>,
+    ) -> Result<StreamOpen> {
+        let message = self.message_in(who, workspace, chat_id, message_id).await?;
+        self.open_stream(
+            &who.in_workspace(workspace),
+            message.id,
+            resume,
+            Variant::Plain,
+        )
+        .await
+    }
+
+    /// Deletes a message; a question takes its answer with it. A running answer is stopped
+    /// (and saved) first.
+    pub async fn delete_message_in(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+        id: Uuid,
+    ) -> Result<()> {
+        let message = self.message_in(who, workspace, chat_id, id).await?;
+        let question_id = match message.role {
+            Role::User => Some(message.id),
+            _ => message.reply_to,
+        };
+        if let Some(question_id) = question_id
+            && let Some(live) = self.hub.stop_question(question_id).await
+        {
+            live.wait_finished().await;
+        }
+        let mut ids = vec![message.id];
+        if message.role == Role::User
+            && let Some(answer) = self.store.answer_to(message.id).await?
+        {
+            ids.push(answer.id);
+        }
+        self.store.delete_messages(message.chat_id, &ids).await?;
+        Ok(())
+    }
+
+    /// The task of an answer (its id is the answer's id): where it stands and, once ended, the
+    /// question and the answer.
+    pub async fn task_in(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+        task_id: Uuid,
+    ) -> Result<TaskView> {
+        let answer = self
+            .message_in(who, workspace, chat_id, task_id)
+            .await
+            .ok()
+            .filter(|m| m.role == Role::Assistant && m.reply_to.is_some())
+            .ok_or(Error::NotFound("task"))?;
+        let question = match answer.reply_to {
+            Some(q) => self.store.message(q).await?,
+            None => None,
+        };
+        let failure = if answer.status == MessageStatus::Complete {
+            None
+        } else {
+            self.store.failure_of(answer.id).await?
+        };
+        Ok(TaskView {
+            answer,
+            question,
+            failure,
+        })
+    }
+}
