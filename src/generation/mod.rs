@@ -173,6 +173,33 @@ impl Hub {
         }
     }
 
+    /// Answers `question_id` anew as `spec` says (whose storage names the answer it replaces):
+    /// a running answer to it is stopped and saved first.
+    pub async fn replace(
+        self: &Arc<Self>,
+        question_id: Uuid,
+        spec: GenerationSpec,
+    ) -> Result<Arc<Live>> {
+        if let Some(running) = self.stop_question(question_id).await {
+            running.wait_finished().await;
+        }
+        let _guard = self.start_locks.lock(question_id).await;
+        // Another reader may have started an answer since the stop; a finished one is leaving.
+        if let Some(live) = self.seams.logs.find(question_id).await
+            && live.finished().is_none()
+        {
+            return Ok(live);
+        }
+        match spec.storage {
+            Storage::Answer {
+                question_id: asked, ..
+            } if asked == question_id => self.start(spec).await,
+            _ => Err(Error::Internal(
+                "a stored answer's spec must name the question it answers".into(),
+            )),
+        }
+    }
+
     /// The log of a saved answer, with the failure its generation recorded, if any.
     async fn saved(&self, answer: Message) -> Result<Arc<Live>> {
         let failure = self.store.failure_of(answer.id).await?;
@@ -208,6 +235,7 @@ impl Hub {
             Storage::Answer {
                 chat_id,
                 question_id,
+                replaces,
             } => {
                 // The answer's rows are queued here and the task calls the provider once they
                 // exist (with a search step, while the search runs). The id is chosen here so
@@ -223,6 +251,7 @@ impl Hub {
                     model: resolved.model.clone(),
                     prompt_tokens: prompt_estimate,
                     owner: self.seams.leases.owner(),
+                    replaces,
                 };
                 let rows = self.writer.insert(new, live.clone());
                 (live, task::Persist::Answer { rows })

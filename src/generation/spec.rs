@@ -32,8 +32,13 @@ pub struct SearchSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
     /// The answer to `question_id` in `chat_id`: a stored message, checkpointed while it runs,
-    /// resumable by any reader, line breaks normalised.
-    Answer { chat_id: Uuid, question_id: Uuid },
+    /// resumable by any reader, line breaks normalised. `replaces` names the question's previous
+    /// answer, deleted in the transaction that creates this one (regenerate).
+    Answer {
+        chat_id: Uuid,
+        question_id: Uuid,
+        replaces: Option<Uuid>,
+    },
     /// Relayed exactly as the model wrote it; only its usage is recorded.
     UsageOnly,
 }

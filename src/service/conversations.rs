@@ -38,18 +38,18 @@ pub struct StopOutcome {
 }
 
 /// A question as the database had it when a reader arrived.
-struct Asked {
-    question: Message,
+pub(super) struct Asked {
+    pub question: Message,
     /// The answer to it, if one was started.
-    answer: Option<Message>,
+    pub answer: Option<Message>,
     /// The chat's messages before the question, in order.
-    history: Vec<Message>,
+    pub history: Vec<Message>,
 }
 
 impl Asked {
     /// Picks `question_id` out of a chat's messages (in sequence order); `None` when it is not
     /// among them.
-    fn from_thread(mut thread: Vec<Message>, question_id: Uuid) -> Option<Self> {
+    pub fn from_thread(mut thread: Vec<Message>, question_id: Uuid) -> Option<Self> {
         let at = thread.iter().position(|m| m.id == question_id)?;
         // Moved out, not cloned: whatever `swap_remove` moves into its place lies after the
         // question and is cut off with the rest just below.
@@ -253,7 +253,7 @@ impl Services {
     }
 
     /// The generation that answers `question` in `chat` with the chat's own settings.
-    fn answer_spec(
+    pub(super) fn answer_spec(
         &self,
         who: &Principal,
         chat: &Chat,
@@ -289,6 +289,7 @@ impl Services {
             storage: Storage::Answer {
                 chat_id: chat.id,
                 question_id,
+                replaces: None,
             },
         })
     }

@@ -170,3 +170,71 @@ impl Services {
         })
     }
 }
+
+/// A workspace's spending against its limit.
+pub struct CreditUsage {
+    pub limit_micros: Option<i64>,
+    pub spent_micros: i64,
+}
+
+impl Services {
+    /// Answers the chat's last question again: its previous answer (stopped first if it is
+    /// running) is replaced by the new one, deleted in the transaction that creates it.
+    pub async fn regenerate(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+    ) -> Result<(Message, AnswerStream)> {
+        who.allow(super::Access::Backend)?;
+        let who = who.in_workspace(workspace);
+        let chat = self.chat(&who, chat_id).await?;
+        let thread = self.store.list_messages(chat.id, true).await?;
+        let question_id = thread
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.id)
+            .ok_or(Error::Conflict {
+                code: "nothing_to_regenerate",
+                message: "the session has no user message to answer again".into(),
+            })?;
+        self.credits.check(workspace.id).await?;
+        let asked = super::conversations::Asked::from_thread(thread, question_id)
+            .ok_or(Error::NotFound("message"))?;
+        let previous = asked.answer.as_ref().map(|a| a.id);
+        let question = asked.question.clone();
+        let mut spec =
+            self.answer_spec(&who, &chat, asked.history, asked.question, Variant::Plain)?;
+        spec.storage = crate::generation::Storage::Answer {
+            chat_id: chat.id,
+            question_id,
+            replaces: previous,
+        };
+        let live = self.hub.replace(question_id, spec).await?;
+        Ok((question, AnswerStream::open(live, None)?))
+    }
+
+    /// Stops a chat's running answer, waits until it is saved, and returns how it ended.
+    pub async fn stop_in(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+    ) -> Result<super::StopOutcome> {
+        self.stop(&who.in_workspace(workspace), chat_id).await
+    }
+
+    /// What a workspace spent, against its limit.
+    pub async fn credit_usage(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+    ) -> Result<CreditUsage> {
+        who.allow(super::Access::Backend)?;
+        Ok(CreditUsage {
+            limit_micros: workspace.credit_limit_micros,
+            spent_micros: self.store.spent_micros(workspace.id).await?,
+        })
+    }
+}

@@ -22,7 +22,7 @@ pub use chats::ChatInput;
 pub use completions::CompletionInput;
 pub use conversations::{StopOutcome, StreamOpen, Variant};
 pub use limits::check_max_tokens;
-pub use messages::TaskView;
+pub use messages::{CreditUsage, TaskView};
 pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
 pub use workspaces::{KeyRequest, NewWorkspace, WorkspaceChanges};
 

@@ -25,6 +25,8 @@ pub struct NewGeneration {
     pub prompt_tokens: u32,
     /// The process that runs it (see [`Orphans`]).
     pub owner: Uuid,
+    /// The question's previous answer, deleted in the same transaction (regenerate).
+    pub replaces: Option<Uuid>,
 }
 
 /// Prices a usage by provider and model, in micro-dollars.
@@ -193,11 +195,20 @@ impl Store {
     }
 
     /// Inserts the `streaming` assistant message (with the id chosen for it) and its
-    /// generation. A second start for the same question fails on the unique `reply_to`.
+    /// generation, after deleting the answer it replaces. A second start for the same question
+    /// fails on the unique `reply_to`.
     async fn insert_generation<C: sea_orm::ConnectionTrait>(
         txn: &C,
         new: &NewGeneration,
     ) -> Result<(Message, Uuid), DbErr> {
+        if let Some(previous) = new.replaces {
+            message::Entity::delete_many()
+                .filter(message::Column::Id.eq(previous))
+                .filter(message::Column::ChatId.eq(new.chat_id))
+                .filter(message::Column::ReplyTo.eq(new.reply_to))
+                .exec(txn)
+                .await?;
+        }
         let seq = Store::next_seq(txn, new.chat_id).await?;
         let at = now();
         let mut msg = super::messages::new_message(

@@ -120,3 +120,81 @@ async fn a_running_answer_holds_its_worst_case_so_a_concurrent_start_is_refused(
     let rest = running.collect().await;
     assert_eq!(named(&rest, "done").unwrap()["status"], "complete");
 }
+
+#[tokio::test]
+async fn concurrent_posts_cannot_overspend_the_limit_by_more_than_one_reservation() {
+    use reqwest::Method;
+    let app = priced_app().await;
+    // Each answer costs about 12 micro-dollars and holds at most about 15 while it runs.
+    let limit = 40;
+    set_limit(&app, Some(limit)).await;
+    let session: serde_json::Value = app
+        .post_json(
+            "/api/workspaces/default/chats/",
+            &json!({"name": "budget", "max_tokens": 10}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = format!(
+        "/api/workspaces/default/chats/{}/messages/",
+        session["id"].as_str().unwrap()
+    );
+    for _ in 0..20 {
+        let mut script = Script::text(&["a", "b", "c"]);
+        script.chunk_delay_ms = 20;
+        app.mock.push(script);
+    }
+    let posts = (0..20).map(|i| {
+        let request = app
+            .client
+            .request(Method::POST, app.url(&path))
+            .bearer_auth(&app.key)
+            .json(&json!({"role": "user", "content": format!("q{i}")}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures::future::join_all(posts).await;
+    let answered = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 402).count();
+    assert_eq!(answered + refused, 20, "{statuses:?}");
+    assert!(answered >= 1, "{statuses:?}");
+    assert!(refused >= 10, "{statuses:?}");
+
+    let usage: serde_json::Value = app
+        .get("/api/workspaces/default/credit-usage/")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = app
+        .services
+        .store()
+        .usage_records(app.services.default_workspace)
+        .await
+        .unwrap();
+    let spent: i64 = records.iter().map(|r| r.cost_micros).sum();
+    let largest = records.iter().map(|r| r.cost_micros).max().unwrap();
+    assert_eq!(records.len(), answered, "every answer charged once");
+    assert!(
+        spent <= limit + largest + 10,
+        "spent {spent} against a limit of {limit}"
+    );
+    assert_eq!(usage["total_credit_limit"], "0.00004");
+    assert_eq!(
+        usage["total_cost"],
+        sluice::domain::format_usd(spent),
+        "{usage}"
+    );
+    let percentage = usage["percentage_used"].as_f64().unwrap();
+    assert!((percentage - spent as f64 * 100.0 / limit as f64).abs() < 1e-9);
+    assert_eq!(
+        app.mock.request_count(),
+        answered,
+        "a refused post calls no provider"
+    );
+}

@@ -80,6 +80,7 @@ async fn recovery_takes_only_the_generations_whose_owner_is_gone() {
             model: "m".into(),
             prompt_tokens: 3,
             owner,
+            replaces: None,
         };
         let written = store.write_batch(&[new], &[]).await.unwrap();
         assert!(written.started[0].is_ok());

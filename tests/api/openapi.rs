@@ -59,6 +59,12 @@ const ROUTES: &[(&str, &str)] = &[
         "GET",
         "/api/workspaces/{ws}/chats/{id}/messages/agent-task-status/{task}/",
     ),
+    (
+        "POST",
+        "/api/workspaces/{ws}/chats/{id}/messages/regenerate/",
+    ),
+    ("POST", "/api/workspaces/{ws}/chats/{id}/stop/"),
+    ("GET", "/api/workspaces/{ws}/credit-usage/"),
 ];
 
 const METHODS: &[&str] = &[

@@ -409,3 +409,135 @@ async fn session_in_other_workspace(app: &TestApp) -> String {
         s["id"].as_str().unwrap()
     )
 }
+
+#[tokio::test]
+async fn regenerate_replaces_the_answer_in_every_reply_mode_and_stops_a_running_one_first() {
+    let app = spawn_app().await;
+    let session = session(&app).await;
+    let regenerate = format!("{session}/messages/regenerate/");
+    let (status, body) = call(&app, Method::POST, &regenerate, None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"], "nothing_to_regenerate");
+
+    app.mock.push(Script::text(&["first"]));
+    let (_, asked) = call(
+        &app,
+        Method::POST,
+        &format!("{session}/messages/"),
+        Some(question("q")),
+    )
+    .await;
+    app.mock.push(Script::text(&["second"]));
+    let (status, again) = call(&app, Method::POST, &regenerate, None).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["user_message"]["id"], asked["user_message"]["id"]);
+    assert_eq!(again["assistant_messages"][0]["content"], "second");
+    let answers = |listed: &Value| -> Vec<String> {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["role"] == "assistant")
+            .map(|m| m["content"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, listed) = call(&app, Method::GET, &format!("{session}/messages/"), None).await;
+    assert_eq!(answers(&listed), ["second"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // Streamed, then as a task.
+    app.mock.push(Script::text(&["th", "ird"]));
+    let response = app
+        .client
+        .post(app.url(&format!("{regenerate}?stream=true")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    let events = SseClient::new(response).collect().await;
+    assert_eq!(deltas(&events), "third");
+    app.mock.push(Script::text(&["fourth"]));
+    let (status, accepted) = call(
+        &app,
+        Method::POST,
+        &format!("{regenerate}?async=true"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let polled = task(&app, &session, accepted["task_id"].as_str().unwrap()).await;
+    assert_eq!(
+        polled["result"]["assistant_messages"][0]["content"],
+        "fourth"
+    );
+    let (_, listed) = call(&app, Method::GET, &format!("{session}/messages/"), None).await;
+    assert_eq!(answers(&listed), ["fourth"]);
+
+    // A running answer is stopped, then replaced.
+    app.mock.push(slow(50, 100));
+    let (_, running) = call(
+        &app,
+        Method::POST,
+        &format!("{session}/messages/?async=true"),
+        Some(question("long")),
+    )
+    .await;
+    eventually(Duration::from_secs(5), || async {
+        app.mock.request_count() == 5
+    })
+    .await;
+    app.mock.push(Script::text(&["short"]));
+    let (status, replaced) = call(&app, Method::POST, &regenerate, None).await;
+    assert_eq!(status, 201, "{replaced}");
+    assert_eq!(
+        replaced["user_message"]["id"],
+        running["user_message"]["id"]
+    );
+    assert_eq!(replaced["assistant_messages"][0]["content"], "short");
+    assert!(
+        app.mock.wait_for_aborted(1, Duration::from_secs(5)).await,
+        "upstream not cancelled"
+    );
+    let (_, listed) = call(&app, Method::GET, &format!("{session}/messages/"), None).await;
+    assert_eq!(answers(&listed), ["fourth", "short"]);
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        &format!(
+            "{session}/messages/agent-task-status/{}/",
+            running["task_id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "the replaced answer's task is gone with it");
+}
+
+#[tokio::test]
+async fn stop_cancels_the_running_answer_and_keeps_its_partial_text() {
+    let app = spawn_app().await;
+    let session = session(&app).await;
+    let (status, idle) = call(&app, Method::POST, &format!("{session}/stop/"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(idle, json!({"stopped": false, "status": null}));
+
+    app.mock.push(slow(50, 100));
+    let response = app
+        .client
+        .post(app.url(&format!("{session}/messages/?stream=true")))
+        .bearer_auth(&app.key)
+        .json(&question("long"))
+        .send()
+        .await
+        .unwrap();
+    let mut reader = SseClient::new(response);
+    assert_eq!(reader.next().await.unwrap().event, "delta");
+    let (status, stopped) = call(&app, Method::POST, &format!("{session}/stop"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(stopped, json!({"stopped": true, "status": "cancelled"}));
+    let rest = reader.collect().await;
+    let saved = done(&rest)["message"].clone();
+    assert_eq!(saved["status"], "cancelled");
+    assert!(saved["content"].as_str().unwrap().starts_with("w0 "));
+    assert!(app.mock.wait_for_aborted(1, Duration::from_secs(5)).await);
+}

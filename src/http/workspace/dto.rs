@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::{ApiKey, Chat, Message, MessageStatus, Role, Workspace, format_usd};
 use crate::http::conversations::{UsageDto, timestamp};
-use crate::service::{ChatInput, TaskView};
+use crate::service::{ChatInput, CreditUsage, TaskView};
 
 /// A workspace.
 #[derive(Serialize, ToSchema)]
@@ -331,4 +331,41 @@ impl From<TaskView> for TaskStatus {
 pub struct StreamDone {
     /// The saved answer (null when it could not be saved).
     pub message: Option<MessageDto>,
+}
+
+/// What a stop did.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SessionStopped)]
+pub struct Stopped {
+    /// False when no answer was running.
+    pub stopped: bool,
+    /// The stopped answer's status (`cancelled`); null when nothing was stopped.
+    #[schema(value_type = Option<String>, examples("cancelled"))]
+    pub status: Option<&'static str>,
+}
+
+/// A workspace's spending.
+#[derive(Serialize, ToSchema)]
+pub struct CreditUsageDto {
+    /// US dollars as a decimal string; null when unlimited.
+    pub total_credit_limit: Option<String>,
+    /// US dollars spent so far, as a decimal string.
+    pub total_cost: String,
+    /// The cost as a percentage of the limit; 0 when unlimited.
+    pub percentage_used: f64,
+}
+
+impl From<CreditUsage> for CreditUsageDto {
+    fn from(u: CreditUsage) -> Self {
+        let percentage_used = match u.limit_micros {
+            Some(limit) if limit > 0 => u.spent_micros as f64 * 100.0 / limit as f64,
+            Some(_) if u.spent_micros > 0 => 100.0,
+            _ => 0.0,
+        };
+        Self {
+            total_credit_limit: u.limit_micros.map(format_usd),
+            total_cost: format_usd(u.spent_micros),
+            percentage_used,
+        }
+    }
 }

@@ -6,7 +6,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::dto::{Exchange, MessageDto, PostMessage, TaskAccepted, TaskStatus};
+use super::dto::{Exchange, MessageDto, PostMessage, Stopped, TaskAccepted, TaskStatus};
 use super::error::{ErrorBody, WsError};
 use super::{Body, Caller, stream};
 use crate::domain::GenEvent;
@@ -128,24 +128,115 @@ pub async fn post_message(
     let (question, answer) = services
         .ask(&who, &workspace, chat_id, body.content)
         .await?;
-    Ok(match reply {
-        Reply::Stream => stream::response(&state, answer),
+    Ok(respond(&state, reply, &question, answer).await)
+}
+
+/// The answer to `question` the way the request asked for it.
+async fn respond(
+    state: &AppState,
+    reply: Reply,
+    question: &crate::domain::Message,
+    answer: AnswerStream,
+) -> Response {
+    match reply {
+        Reply::Stream => stream::response(state, answer),
         Reply::Async => {
             let accepted = TaskAccepted {
                 task_id: answer.message_id(),
                 status: "processing",
-                user_message: MessageDto::from(&question),
+                user_message: MessageDto::from(question),
             };
             (StatusCode::ACCEPTED, Json(accepted)).into_response()
         }
         Reply::Sync => {
             let exchange = Exchange {
-                user_message: Some(MessageDto::from(&question)),
+                user_message: Some(MessageDto::from(question)),
                 assistant_messages: ended(answer).await,
             };
             (StatusCode::CREATED, Json(exchange)).into_response()
         }
-    })
+    }
+}
+
+/// Regenerate the last answer
+///
+/// Answers the session's last user message again, sync, as a task or streamed as
+/// `POST …/messages/` does. The previous answer is replaced: it leaves the list once the new one
+/// starts (a running one is stopped first). Nothing to answer again: 409.
+#[utoipa::path(
+    post,
+    path = "/api/workspaces/{ws}/chats/{id}/messages/regenerate/",
+    tag = "messages",
+    params(
+        ("ws" = String, Path, description = "Workspace UUID or slug"),
+        ("id" = Uuid, Path, description = "The session"),
+        ("stream" = Option<bool>, Query, description = "Answer as an event stream"),
+        ("async" = Option<bool>, Query, description = "Answer with a task to poll (true) or the answer (false)"),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "The question and its new, ended answer", body = Exchange),
+        (status = 202, description = "The task answering it", body = TaskAccepted),
+        (status = 200, description = "The new answer as an event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "An invalid query parameter, named in `field`", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 402, description = "The workspace's credit is used up", body = ErrorBody),
+        (status = 403, description = "A publishable key", body = ErrorBody),
+        (status = 404, description = "No such workspace or session for this key", body = ErrorBody),
+        (status = 409, description = "The session has no user message", body = ErrorBody),
+        (status = 503, description = "The server is shutting down", body = ErrorBody),
+    ),
+)]
+pub async fn regenerate(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    Path((ws, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WsError> {
+    let chat_id = parse_id("id", &id)?;
+    let reply = Reply::of(&headers, query.as_deref(), state.agent_async)?;
+    let services = &state.services;
+    let workspace = services.workspace(&who, &ws).await?;
+    let (question, answer) = services.regenerate(&who, &workspace, chat_id).await?;
+    Ok(respond(&state, reply, &question, answer).await)
+}
+
+/// Stop the running answer
+///
+/// Cancels the session's running answer upstream and saves its partial text as `cancelled`;
+/// every reader gets `done`.
+#[utoipa::path(
+    post,
+    path = "/api/workspaces/{ws}/chats/{id}/stop/",
+    tag = "messages",
+    params(
+        ("ws" = String, Path, description = "Workspace UUID or slug"),
+        ("id" = Uuid, Path, description = "The session"),
+    ),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "What was stopped, if anything", body = Stopped),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "A publishable key", body = ErrorBody),
+        (status = 404, description = "No such workspace or session for this key", body = ErrorBody),
+    ),
+)]
+pub async fn stop(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    Path((ws, id)): Path<(String, String)>,
+) -> Result<Json<Stopped>, WsError> {
+    let chat_id = parse_id("id", &id)?;
+    let services = &state.services;
+    let workspace = services.workspace(&who, &ws).await?;
+    let outcome = services.stop_in(&who, &workspace, chat_id).await?;
+    let done = outcome.stopped.as_deref();
+    Ok(Json(Stopped {
+        stopped: done.is_some(),
+        status: done.map(|d| d.status.as_str()),
+    }))
 }
 
 /// List messages

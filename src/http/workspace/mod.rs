@@ -47,6 +47,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         routes!(messages::get_message, messages::delete_message),
         routes!(messages::follow),
         routes!(messages::task_status),
+        routes!(messages::regenerate),
+        routes!(messages::stop),
+        routes!(workspaces::credit_usage),
     ]
     .into_iter()
     .fold(OpenApiRouter::new(), both)

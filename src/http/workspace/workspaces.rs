@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use secrecy::ExposeSecret;
 
-use super::dto::{CreateKey, CreateWorkspace, KeyDto, NewKeyDto, UpdateWorkspace, WorkspaceDto};
+use super::dto::{
+    CreateKey, CreateWorkspace, CreditUsageDto, KeyDto, NewKeyDto, UpdateWorkspace, WorkspaceDto,
+};
 use super::error::{ErrorBody, WsError};
 use super::{Body, Caller};
 use crate::domain::KeyKind;
@@ -192,4 +194,30 @@ pub async fn revoke_key(
     let id = parse_id("id", &id)?;
     state.services.revoke_api_key(&who, &ws, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Credit usage
+///
+/// What the workspace's answers cost so far (every dialect's), against its limit.
+#[utoipa::path(
+    get,
+    path = "/api/workspaces/{ws}/credit-usage/",
+    tag = "workspaces",
+    params(("ws" = String, Path, description = "Workspace UUID or slug")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Spending against the limit", body = CreditUsageDto),
+        (status = 401, description = "Missing or invalid key", body = ErrorBody),
+        (status = 403, description = "A publishable key", body = ErrorBody),
+        (status = 404, description = "No such workspace for this key", body = ErrorBody),
+    ),
+)]
+pub async fn credit_usage(
+    State(state): State<AppState>,
+    Auth(who, _): Caller,
+    Path(ws): Path<String>,
+) -> Result<Json<CreditUsageDto>, WsError> {
+    let services = &state.services;
+    let workspace = services.workspace(&who, &ws).await?;
+    Ok(Json(services.credit_usage(&who, &workspace).await?.into()))
 }
