@@ -119,6 +119,7 @@ impl Services {
         chat_id: Uuid,
         id: Uuid,
     ) -> Result<()> {
+        who.allow(super::Access::Backend)?;
         let message = self.message_in(who, workspace, chat_id, id).await?;
         let question_id = match message.role {
             Role::User => Some(message.id),

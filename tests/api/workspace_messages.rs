@@ -541,3 +541,177 @@ async fn stop_cancels_the_running_answer_and_keeps_its_partial_text() {
     assert!(saved["content"].as_str().unwrap().starts_with("w0 "));
     assert!(app.mock.wait_for_aborted(1, Duration::from_secs(5)).await);
 }
+
+#[tokio::test]
+async fn deleting_a_running_answers_question_stops_it_first_and_a_widget_key_may_not_delete() {
+    let app = spawn_app().await;
+    let session = session(&app).await;
+    app.mock.push(slow(50, 100));
+    let (_, running) = call(
+        &app,
+        Method::POST,
+        &format!("{session}/messages/?async=true"),
+        Some(question("long")),
+    )
+    .await;
+    eventually(Duration::from_secs(5), || async {
+        app.mock.request_count() == 1
+    })
+    .await;
+
+    let widget = {
+        use secrecy::ExposeSecret;
+        sluice::service::create_key(
+            app.services.store(),
+            app.services.default_workspace,
+            sluice::service::KeyKind::Publishable,
+            None,
+            false,
+            Vec::new(),
+        )
+        .await
+        .unwrap()
+        .key
+        .expose_secret()
+        .to_owned()
+    };
+    let question_id = running["user_message"]["id"].as_str().unwrap();
+    let path = format!("{session}/messages/{question_id}/");
+    let refused = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&widget)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    let (status, _) = call(&app, Method::DELETE, &path, None).await;
+    assert_eq!(status, 204);
+    assert!(
+        app.mock.wait_for_aborted(1, Duration::from_secs(5)).await,
+        "upstream not cancelled"
+    );
+    let (_, listed) = call(&app, Method::GET, &format!("{session}/messages/"), None).await;
+    assert_eq!(listed, json!([]));
+    // Nothing writes the answer back afterwards.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, listed) = call(&app, Method::GET, &format!("{session}/messages/"), None).await;
+    assert_eq!(listed, json!([]));
+}
+
+#[tokio::test]
+async fn every_route_of_another_workspace_is_404_to_a_plain_key() {
+    let app = spawn_app().await;
+    let session = session(&app).await;
+    app.mock.push(Script::text(&["hi"]));
+    let (_, asked) = call(
+        &app,
+        Method::POST,
+        &format!("{session}/messages/"),
+        Some(question("q")),
+    )
+    .await;
+    let answer = asked["assistant_messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let question_id = asked["user_message"]["id"].as_str().unwrap().to_owned();
+
+    let other = app
+        .services
+        .store()
+        .create_workspace("other", "Other")
+        .await
+        .unwrap();
+    let stranger = {
+        use secrecy::ExposeSecret;
+        sluice::service::create_key(
+            app.services.store(),
+            other.id,
+            sluice::service::KeyKind::Secret,
+            None,
+            false,
+            Vec::new(),
+        )
+        .await
+        .unwrap()
+        .key
+        .expose_secret()
+        .to_owned()
+    };
+    let default_id = app.services.default_workspace.to_string();
+    let chat = session.rsplit('/').next().unwrap();
+    let calls = app.mock.request_count();
+    for ws in ["default", default_id.as_str()] {
+        let base = format!("/api/workspaces/{ws}");
+        let s = format!("{base}/chats/{chat}");
+        for (method, path, body) in [
+            (Method::GET, format!("{base}/"), None),
+            (Method::GET, format!("{base}/keys/"), None),
+            (
+                Method::POST,
+                format!("{base}/keys/"),
+                Some(json!({"kind": "secret"})),
+            ),
+            (
+                Method::DELETE,
+                format!("{base}/keys/{}/", uuid::Uuid::new_v4()),
+                None,
+            ),
+            (Method::GET, format!("{base}/credit-usage/"), None),
+            (Method::GET, format!("{base}/chats/"), None),
+            (Method::POST, format!("{base}/chats/"), Some(json!({}))),
+            (Method::GET, format!("{s}/"), None),
+            (Method::PUT, format!("{s}/"), Some(json!({"name": "x"}))),
+            (Method::DELETE, format!("{s}/"), None),
+            (Method::GET, format!("{s}/messages/"), None),
+            (Method::POST, format!("{s}/messages/"), Some(question("q"))),
+            (Method::GET, format!("{s}/messages/{answer}/"), None),
+            (Method::DELETE, format!("{s}/messages/{question_id}/"), None),
+            (Method::GET, format!("{s}/messages/{answer}/stream/"), None),
+            (
+                Method::GET,
+                format!("{s}/messages/agent-task-status/{answer}/"),
+                None,
+            ),
+            (Method::POST, format!("{s}/messages/regenerate/"), None),
+            (Method::POST, format!("{s}/stop/"), None),
+        ] {
+            let mut request = app
+                .client
+                .request(method.clone(), app.url(&path))
+                .bearer_auth(&stranger);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 404, "{method} {path}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "not_found", "{method} {path}");
+        }
+    }
+    // Through its own workspace, the stranger still does not find the session.
+    let (status, _) = (
+        app.client
+            .get(app.url(&format!("/api/workspaces/other/chats/{chat}/messages/")))
+            .bearer_auth(&stranger)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        (),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(
+        app.mock.request_count(),
+        calls,
+        "nothing reached the provider"
+    );
+    let (_, listed) = call(&app, Method::GET, &format!("{session}/messages/"), None).await;
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        2,
+        "nothing was written or deleted"
+    );
+}
