@@ -28,6 +28,7 @@ API under `/api/` and an OpenAI-compatible API under `/v1`, over one generation 
         (name = "conversations", description = "The conversations API: messages, SSE inference and stop"),
         (name = "workspaces", description = "The workspace API: workspaces and their keys"),
         (name = "sessions", description = "The workspace API: sessions, chats with their own settings"),
+        (name = "sharing", description = "The workspace API: public read-only links"),
         (name = "messages", description = "The workspace API: messages, answered sync, as a task, or as an event stream"),
         (name = "openai", description = "OpenAI-compatible: the official SDKs work with `base_url` set to `/v1`"),
         (name = "operations", description = "Probes and metrics"),

@@ -235,14 +235,22 @@ pub(super) struct Tracked {
     router: axum::Router,
     conn: Arc<Conn>,
     body_timeout: Duration,
+    /// The client's address, given to handlers as axum's `ConnectInfo`.
+    peer: std::net::SocketAddr,
 }
 
 impl Tracked {
-    pub(super) fn new(router: axum::Router, conn: Arc<Conn>, body_timeout: Duration) -> Self {
+    pub(super) fn new(
+        router: axum::Router,
+        conn: Arc<Conn>,
+        body_timeout: Duration,
+        peer: std::net::SocketAddr,
+    ) -> Self {
         Self {
             router,
             conn,
             body_timeout,
+            peer,
         }
     }
 }
@@ -255,7 +263,10 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     fn call(&self, request: Request<Incoming>) -> TrackedFuture {
         let guard = InFlight::start(self.conn.clone());
         let timeout = self.body_timeout;
-        let request = request.map(|body| TimeoutBody::new(timeout, body));
+        let mut request = request.map(|body| TimeoutBody::new(timeout, body));
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         // A router is always ready; cloning it is a reference count.
         let mut router = self.router.clone();
         TrackedFuture {

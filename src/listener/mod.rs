@@ -124,9 +124,9 @@ pub async fn serve(
     let mut out_of_files = RateLimitedLog::default();
     tokio::pin!(shutdown);
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(&e, &registry, &mut out_of_files).await;
                     continue;
@@ -143,6 +143,7 @@ pub async fn serve(
         tokio::spawn(connection(
             slot,
             tcp,
+            peer,
             router.clone(),
             protocols.clone(),
             graceful.watcher(),
@@ -160,6 +161,7 @@ pub async fn serve(
 async fn connection(
     slot: Slot,
     tcp: TcpStream,
+    peer: std::net::SocketAddr,
     router: axum::Router,
     protocols: Arc<Protocols>,
     watcher: Watcher,
@@ -173,7 +175,7 @@ async fn connection(
             conn.set_http2();
         }
         let io = TokioIo::new(Socket::new(tcp, conn.clone()));
-        let service = Tracked::new(router, conn.clone(), protocols.body_timeout);
+        let service = Tracked::new(router, conn.clone(), protocols.body_timeout, peer);
         let ended = if h2 {
             watcher
                 .watch(protocols.http2.serve_connection(io, service))

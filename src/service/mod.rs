@@ -8,6 +8,7 @@ mod conversations;
 mod limits;
 mod messages;
 mod sessions;
+mod sharing;
 mod workspaces;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use conversations::{StopOutcome, StreamOpen, Variant};
 pub use limits::check_max_tokens;
 pub use messages::{CreditUsage, TaskView};
 pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
+pub use sharing::{PUBLIC_VIEWS_PER_WINDOW, PublicView};
 pub use workspaces::{KeyRequest, NewWorkspace, WorkspaceChanges};
 
 use crate::config::Limits;

@@ -148,6 +148,34 @@ impl Store {
             .map(|row| Some(rows::chat(row)))
     }
 
+    /// Gives a chat the scope can see a public link id, or takes it away (`None`).
+    pub async fn set_public_link(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        link: Option<Uuid>,
+    ) -> Result<Option<Chat>, DbErr> {
+        let Some(found) = self.chat_row(scope, id).await? else {
+            return Ok(None);
+        };
+        let mut active = found.into_active_model();
+        active.public_link_id = Set(link);
+        active.updated_at = Set(now());
+        active
+            .update(&self.db)
+            .await
+            .map(|row| Some(rows::chat(row)))
+    }
+
+    /// The chat whose public link this is, whatever its workspace.
+    pub async fn chat_by_public_link(&self, link: Uuid) -> Result<Option<Chat>, DbErr> {
+        let found = chat::Entity::find()
+            .filter(chat::Column::PublicLinkId.eq(link))
+            .one(&self.reader)
+            .await?;
+        Ok(found.map(rows::chat))
+    }
+
     /// Deletes the chat; its messages, generations and shares go with it (foreign-key cascade).
     pub async fn delete_chat(&self, scope: &Scope, id: Uuid) -> Result<Option<Chat>, DbErr> {
         let Some(found) = self.chat(scope, id).await? else {

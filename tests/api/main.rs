@@ -26,6 +26,7 @@ mod ops;
 mod search;
 mod session;
 mod sessions;
+mod sharing;
 mod terminal;
 mod workspace_messages;
 mod workspaces;

@@ -65,6 +65,8 @@ const ROUTES: &[(&str, &str)] = &[
     ),
     ("POST", "/api/workspaces/{ws}/chats/{id}/stop/"),
     ("GET", "/api/workspaces/{ws}/credit-usage/"),
+    ("POST", "/api/workspaces/{ws}/chats/{id}/toggle-public/"),
+    ("GET", "/api/chats/shared/{link}/"),
 ];
 
 const METHODS: &[&str] = &[
@@ -109,7 +111,8 @@ async fn fetch(app: &TestApp, method: &str, path: &str) -> (u16, String) {
         .replace("{file}", "app.js")
         .replace("{ws}", "default")
         .replace("{message}", &uuid::Uuid::new_v4().to_string())
-        .replace("{task}", &uuid::Uuid::new_v4().to_string());
+        .replace("{task}", &uuid::Uuid::new_v4().to_string())
+        .replace("{link}", &uuid::Uuid::new_v4().to_string());
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = app
         .client

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::{ApiKey, Chat, Message, MessageStatus, Role, Workspace, format_usd};
 use crate::http::conversations::{UsageDto, timestamp};
-use crate::service::{ChatInput, CreditUsage, TaskView};
+use crate::service::{ChatInput, CreditUsage, PublicView, TaskView};
 
 /// A workspace.
 #[derive(Serialize, ToSchema)]
@@ -366,6 +366,77 @@ impl From<CreditUsage> for CreditUsageDto {
             total_credit_limit: u.limit_micros.map(format_usd),
             total_cost: format_usd(u.spent_micros),
             percentage_used,
+        }
+    }
+}
+
+/// A session's public link, after a toggle.
+#[derive(Serialize, ToSchema)]
+pub struct PublicLink {
+    pub is_public: bool,
+    /// The link's id; a new one every time the link is turned on.
+    pub shareable_link_id: Option<Uuid>,
+    /// The public view's path on this server (`/api/chats/shared/{id}/`); null when off.
+    pub share_url: Option<String>,
+}
+
+impl From<Chat> for PublicLink {
+    fn from(c: Chat) -> Self {
+        Self {
+            is_public: c.public_link_id.is_some(),
+            shareable_link_id: c.public_link_id,
+            share_url: c
+                .public_link_id
+                .map(|id| format!("/api/chats/shared/{id}/")),
+        }
+    }
+}
+
+/// What a public link shows.
+#[derive(Serialize, ToSchema)]
+pub struct PublicSession {
+    pub session: PublicSessionHead,
+    /// The questions and the complete answers, in order.
+    pub messages: Vec<PublicMessage>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PublicSessionHead {
+    pub id: Uuid,
+    pub name: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PublicMessage {
+    pub id: Uuid,
+    /// `user` or `assistant`.
+    #[schema(value_type = String, examples("assistant"))]
+    pub role: &'static str,
+    pub content: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<PublicView> for PublicSession {
+    fn from(v: PublicView) -> Self {
+        Self {
+            session: PublicSessionHead {
+                id: v.chat.id,
+                name: v.chat.name,
+                created_at: timestamp(&v.chat.created_at),
+            },
+            messages: v
+                .messages
+                .into_iter()
+                .map(|m| PublicMessage {
+                    id: m.id,
+                    role: m.role.as_str(),
+                    content: m.content,
+                    created_at: timestamp(&m.created_at),
+                })
+                .collect(),
         }
     }
 }

@@ -5,6 +5,7 @@ mod dto;
 mod error;
 mod messages;
 mod sessions;
+mod sharing;
 mod stream;
 mod workspaces;
 
@@ -50,6 +51,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         routes!(messages::regenerate),
         routes!(messages::stop),
         routes!(workspaces::credit_usage),
+        routes!(sharing::toggle_public),
+        routes!(sharing::public_session),
     ]
     .into_iter()
     .fold(OpenApiRouter::new(), both)
