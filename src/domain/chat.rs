@@ -127,6 +127,15 @@ pub struct Message {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A chat shared with an end user, who may read it and nothing more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    pub user_id: String,
+    /// Always `read`.
+    pub permission: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A workspace: the tenant boundary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Workspace {

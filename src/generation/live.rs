@@ -230,6 +230,24 @@ impl Live {
     pub(crate) fn set_row_ready(&self) {
         self.row_ready
             .store(true, std::sync::atomic::Ordering::Release);
+        // Wakes whoever waits in `wait_row` (a reader finds nothing new and waits on).
+        self.bump();
+    }
+
+    /// Resolves once the answer's row exists (or the generation ended without one).
+    pub async fn wait_row(&self) {
+        let mut rx = self.version.subscribe();
+        loop {
+            if !self.persisted
+                || self.row_ready.load(std::sync::atomic::Ordering::Acquire)
+                || self.finished().is_some()
+            {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     pub(crate) fn checkpoint_due(&self) -> Option<(usize, String)> {

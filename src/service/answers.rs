@@ -57,6 +57,11 @@ impl AnswerStream {
         self.sub.message_id()
     }
 
+    /// Resolves once the answer is in the database, so that any process can report on it.
+    pub async fn stored(&self) {
+        self.sub.live().wait_row().await;
+    }
+
     /// The next event, waiting for the generation if needed; `None` after `Done`.
     pub async fn next(&mut self) -> Option<GenEvent> {
         let event = self.sub.next().await;

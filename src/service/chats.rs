@@ -190,6 +190,7 @@ impl Services {
     ) -> Result<Chat> {
         who.allow(Access::Backend)?;
         let chat = self.chat_in(who, workspace, id).await?;
+        who.owns(&chat)?;
         let name = input
             .name
             .as_deref()
@@ -216,6 +217,7 @@ impl Services {
     ) -> Result<()> {
         who.allow(Access::Backend)?;
         let chat = self.chat_in(who, workspace, id).await?;
+        who.owns(&chat)?;
         for live in self.hub.stop_chat(chat.id) {
             live.wait_finished().await;
         }

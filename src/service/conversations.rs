@@ -142,6 +142,7 @@ impl Services {
     ) -> Result<Chat> {
         who.allow(Access::Backend)?;
         let name = ChatName::parse("name", name)?;
+        who.owns(&self.chat(who, id).await?)?;
         self.store
             .rename_chat(&who.scope(), id, name, updated_at)
             .await?
@@ -152,6 +153,7 @@ impl Services {
     pub async fn delete_chat(&self, who: &Principal, id: Uuid) -> Result<Chat> {
         who.allow(Access::Backend)?;
         let chat = self.chat(who, id).await?;
+        who.owns(&chat)?;
         for live in self.hub.stop_chat(chat.id) {
             live.wait_finished().await;
         }
@@ -193,6 +195,7 @@ impl Services {
             ));
         }
         let chat = self.chat(who, chat_id).await?;
+        who.owns(&chat)?;
         // Line breaks are stored as the stream sends them (LF), so history and replays agree.
         let content = normalise_line_breaks(content);
         Ok(self.store.insert_message(chat.id, role, content).await?)
@@ -330,6 +333,7 @@ impl Services {
     pub async fn stop(&self, who: &Principal, chat_id: Uuid) -> Result<StopOutcome> {
         who.allow(Access::Backend)?;
         let chat = self.chat(who, chat_id).await?;
+        who.owns(&chat)?;
         // A chat normally has one running answer; if several questions are being answered at
         // once, all stop, and the newest answer is reported.
         let mut stopped = None;

@@ -50,6 +50,7 @@ impl Services {
     ) -> Result<(Message, AnswerStream)> {
         let who = who.in_workspace(workspace);
         let chat = self.chat(&who, chat_id).await?;
+        who.owns(&chat)?;
         self.credits.check(workspace.id).await?;
         let question = self.add_message(&who, chat.id, Role::User, content).await?;
         match self
@@ -120,6 +121,7 @@ impl Services {
         id: Uuid,
     ) -> Result<()> {
         who.allow(super::Access::Backend)?;
+        who.owns(&self.chat_in(who, workspace, chat_id).await?)?;
         let message = self.message_in(who, workspace, chat_id, id).await?;
         let question_id = match message.role {
             Role::User => Some(message.id),
@@ -190,6 +192,7 @@ impl Services {
         who.allow(super::Access::Backend)?;
         let who = who.in_workspace(workspace);
         let chat = self.chat(&who, chat_id).await?;
+        who.owns(&chat)?;
         let thread = self.store.list_messages(chat.id, true).await?;
         let question_id = thread
             .iter()

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use uuid::Uuid;
 
 use super::{Access, Principal, Services};
-use crate::domain::{Chat, Message, MessageStatus, Role, Workspace};
+use crate::domain::{Chat, Message, MessageStatus, Role, Share, Workspace};
 use crate::error::{Error, Result};
 
 /// Public views one client address may open per rate-limit window.
@@ -28,6 +28,7 @@ impl Services {
     ) -> Result<Chat> {
         who.allow(Access::Backend)?;
         let chat = self.chat_in(who, workspace, chat_id).await?;
+        who.owns(&chat)?;
         let link = chat.public_link_id.is_none().then(Uuid::new_v4);
         let scope = crate::store::Scope {
             workspace_id: workspace.id,
@@ -70,5 +71,93 @@ impl Services {
             })
             .collect();
         Ok(PublicView { chat, messages })
+    }
+}
+
+impl Principal {
+    /// Refuses to change a chat that is only shared with this end user: they may read it.
+    pub(super) fn owns(&self, chat: &Chat) -> Result<()> {
+        match &self.end_user {
+            Some(user) if chat.end_user_id.as_deref() != Some(user.as_str()) => {
+                Err(Error::Forbidden(
+                    "this chat is shared with you to read; only its owner may change it".into(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An end user id as `X-User-Id` carries it: 1 to 255 printable characters.
+fn check_user_id(user_id: &str) -> Result<&str> {
+    let trimmed = user_id.trim();
+    if trimmed.is_empty() || trimmed.len() > 255 || trimmed.chars().any(char::is_control) {
+        return Err(Error::bad_request(
+            "user_id",
+            "user_id must be 1 to 255 printable characters",
+        ));
+    }
+    Ok(trimmed)
+}
+
+impl Services {
+    /// Shares a chat with an end user, read-only; the share and whether it is new.
+    pub async fn share_chat(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+        user_id: &str,
+        permission: Option<&str>,
+    ) -> Result<(Share, bool)> {
+        who.allow(Access::Backend)?;
+        let user_id = check_user_id(user_id)?;
+        let permission = permission.unwrap_or("read");
+        if permission != "read" {
+            return Err(Error::bad_request(
+                "permission",
+                "permission must be `read`: a shared user may read, never write",
+            ));
+        }
+        let chat = self.chat_in(who, workspace, chat_id).await?;
+        who.owns(&chat)?;
+        Ok(self.store.share_chat(chat.id, user_id, permission).await?)
+    }
+
+    /// A chat's live shares.
+    pub async fn shares(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+    ) -> Result<Vec<Share>> {
+        who.allow(Access::Backend)?;
+        let chat = self.chat_in(who, workspace, chat_id).await?;
+        who.owns(&chat)?;
+        Ok(self.store.shares(chat.id).await?)
+    }
+
+    /// Ends a share: the user loses the chat on their next request.
+    pub async fn revoke_share(
+        &self,
+        who: &Principal,
+        workspace: &Workspace,
+        chat_id: Uuid,
+        user_id: &str,
+    ) -> Result<()> {
+        who.allow(Access::Backend)?;
+        let user_id = check_user_id(user_id)?;
+        let chat = self.chat_in(who, workspace, chat_id).await?;
+        who.owns(&chat)?;
+        if self.store.revoke_share(chat.id, user_id).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound("share"))
+        }
+    }
+
+    /// Which of these chats are shared with anyone.
+    pub async fn shared_among(&self, chat_ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+        Ok(self.store.shared_among(chat_ids).await?)
     }
 }

@@ -32,7 +32,18 @@ pub struct ChatChanges {
 fn scoped(scope: &Scope) -> Select<chat::Entity> {
     let mut cond = Condition::all().add(chat::Column::WorkspaceId.eq(scope.workspace_id));
     if let Some(user) = &scope.end_user {
-        cond = cond.add(chat::Column::EndUserId.eq(user.as_str()));
+        // The user's own chats, and those shared with them.
+        let shared = Query::select()
+            .column(entity::share::Column::ChatId)
+            .from(entity::share::Entity)
+            .and_where(entity::share::Column::EndUserId.eq(user.as_str()))
+            .and_where(entity::share::Column::RevokedAt.is_null())
+            .to_owned();
+        cond = cond.add(
+            Condition::any()
+                .add(chat::Column::EndUserId.eq(user.as_str()))
+                .add(chat::Column::Id.in_subquery(shared)),
+        );
     }
     if scope.publishable_only {
         cond = cond.add(chat::Column::CreatedVia.eq("publishable"));

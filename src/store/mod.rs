@@ -11,6 +11,7 @@ pub use keys::NewKey;
 mod messages;
 mod rows;
 mod sessions;
+mod shares;
 pub use sessions::StoredSession;
 mod workspaces;
 

@@ -67,6 +67,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/workspaces/{ws}/credit-usage/"),
     ("POST", "/api/workspaces/{ws}/chats/{id}/toggle-public/"),
     ("GET", "/api/chats/shared/{link}/"),
+    ("POST", "/api/workspaces/{ws}/chats/{id}/share/"),
+    ("GET", "/api/workspaces/{ws}/chats/{id}/shares/"),
+    ("POST", "/api/workspaces/{ws}/chats/{id}/revoke-share/"),
 ];
 
 const METHODS: &[&str] = &[

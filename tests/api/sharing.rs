@@ -214,3 +214,245 @@ async fn public_reads_are_limited_per_client_address() {
     assert_eq!(body["error"], "rate_limited");
     assert!(body["retryAfter"].as_u64().unwrap() >= 1);
 }
+
+/// A request as an end user of the test's secret key (`X-User-Id`).
+async fn as_user(
+    app: &TestApp,
+    user: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(&app.key)
+        .header("x-user-id", user);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_shared_user_reads_and_never_writes_and_loses_the_session_at_once_when_revoked() {
+    let app = spawn_app().await;
+    let (status, session) = as_user(
+        &app,
+        "owner",
+        Method::POST,
+        "/api/workspaces/default/chats/",
+        Some(json!({"name": "Plans"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = session["id"].as_str().unwrap().to_owned();
+    let base = format!("/api/workspaces/default/chats/{id}");
+    app.mock.push(Script::text(&["ok"]));
+    let (_, asked) = as_user(
+        &app,
+        "owner",
+        Method::POST,
+        &format!("{base}/messages/"),
+        Some(json!({"role": "user", "content": "hi"})),
+    )
+    .await;
+    let answer = asked["assistant_messages"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Not shared yet: the guest sees nothing.
+    assert_eq!(
+        as_user(&app, "guest", Method::GET, &format!("{base}/"), None)
+            .await
+            .0,
+        404
+    );
+    let (status, shared) = as_user(
+        &app,
+        "owner",
+        Method::POST,
+        &format!("{base}/share/"),
+        Some(json!({"user_id": "guest"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{shared}");
+    assert_eq!(shared["user_id"], "guest");
+    assert_eq!(shared["permission"], "read");
+    let (status, _) = as_user(
+        &app,
+        "owner",
+        Method::POST,
+        &format!("{base}/share/"),
+        Some(json!({"user_id": "guest", "permission": "read"})),
+    )
+    .await;
+    assert_eq!(status, 200, "sharing again is idempotent");
+    let (_, listed) = as_user(&app, "owner", Method::GET, &format!("{base}/shares/"), None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let (_, owner_view) = as_user(&app, "owner", Method::GET, &format!("{base}/"), None).await;
+    assert_eq!(owner_view["is_shared"], true);
+    for (bad, field) in [
+        (json!({"user_id": ""}), "user_id"),
+        (json!({"user_id": "x", "permission": "write"}), "permission"),
+    ] {
+        let (status, body) = as_user(
+            &app,
+            "owner",
+            Method::POST,
+            &format!("{base}/share/"),
+            Some(bad),
+        )
+        .await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some(field)),
+            "{body}"
+        );
+    }
+
+    // The guest reads it, in their list too, and its messages.
+    let (status, seen) = as_user(&app, "guest", Method::GET, &format!("{base}/"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(seen["id"], id.as_str());
+    let (_, list) = as_user(
+        &app,
+        "guest",
+        Method::GET,
+        "/api/workspaces/default/chats/",
+        None,
+    )
+    .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (status, messages) = as_user(
+        &app,
+        "guest",
+        Method::GET,
+        &format!("{base}/messages/"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(messages.as_array().unwrap().len(), 2);
+    assert_eq!(
+        as_user(
+            &app,
+            "guest",
+            Method::GET,
+            &format!("{base}/messages/{answer}/"),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+
+    // Every write is 403, and nothing changed.
+    let calls = app.mock.request_count();
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            format!("{base}/"),
+            Some(json!({"name": "mine now"})),
+        ),
+        (Method::DELETE, format!("{base}/"), None),
+        (
+            Method::POST,
+            format!("{base}/messages/"),
+            Some(json!({"role": "user", "content": "x"})),
+        ),
+        (Method::DELETE, format!("{base}/messages/{answer}/"), None),
+        (Method::POST, format!("{base}/messages/regenerate/"), None),
+        (Method::POST, format!("{base}/stop/"), None),
+        (Method::POST, format!("{base}/toggle-public/"), None),
+        (
+            Method::POST,
+            format!("{base}/share/"),
+            Some(json!({"user_id": "friend"})),
+        ),
+        (Method::GET, format!("{base}/shares/"), None),
+        (
+            Method::POST,
+            format!("{base}/revoke-share/"),
+            Some(json!({"user_id": "guest"})),
+        ),
+        (
+            Method::PUT,
+            format!("/chats/update/{id}"),
+            Some(json!({"name": "x"})),
+        ),
+        (Method::DELETE, format!("/chats/delete/{id}"), None),
+        (
+            Method::POST,
+            "/conversations/create".to_owned(),
+            Some(json!({"chat_id": id, "role": "Human", "message": "x"})),
+        ),
+        (Method::POST, format!("/conversations/stop/{id}"), None),
+    ] {
+        let (status, body) = as_user(&app, "guest", method.clone(), &path, body).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+    }
+    assert_eq!(app.mock.request_count(), calls);
+    let (_, after) = as_user(
+        &app,
+        "owner",
+        Method::GET,
+        &format!("{base}/messages/"),
+        None,
+    )
+    .await;
+    assert_eq!(after, messages);
+
+    // Revoked: gone for the guest on the very next request.
+    let (status, _) = as_user(
+        &app,
+        "owner",
+        Method::POST,
+        &format!("{base}/revoke-share/"),
+        Some(json!({"user_id": "guest"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        as_user(&app, "guest", Method::GET, &format!("{base}/"), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        as_user(
+            &app,
+            "guest",
+            Method::GET,
+            &format!("{base}/messages/"),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let (_, list) = as_user(
+        &app,
+        "guest",
+        Method::GET,
+        "/api/workspaces/default/chats/",
+        None,
+    )
+    .await;
+    assert_eq!(list, json!([]));
+    let (status, _) = as_user(
+        &app,
+        "owner",
+        Method::POST,
+        &format!("{base}/revoke-share/"),
+        Some(json!({"user_id": "guest"})),
+    )
+    .await;
+    assert_eq!(status, 404, "no such share any more");
+    let (_, owner_view) = as_user(&app, "owner", Method::GET, &format!("{base}/"), None).await;
+    assert_eq!(owner_view["is_shared"], false);
+}

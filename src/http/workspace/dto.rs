@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{ApiKey, Chat, Message, MessageStatus, Role, Workspace, format_usd};
+use crate::domain::{ApiKey, Chat, Message, MessageStatus, Role, Share, Workspace, format_usd};
 use crate::http::conversations::{UsageDto, timestamp};
 use crate::service::{ChatInput, CreditUsage, PublicView, TaskView};
 
@@ -149,8 +149,9 @@ pub struct SessionDto {
     pub updated_at: String,
 }
 
-impl From<Chat> for SessionDto {
-    fn from(c: Chat) -> Self {
+impl SessionDto {
+    /// `shared`: whether the session is shared with any end user.
+    pub fn new(c: Chat, shared: bool) -> Self {
         Self {
             id: c.id,
             workspace: c.workspace_id,
@@ -165,7 +166,7 @@ impl From<Chat> for SessionDto {
             agent_framework: c.agent_framework,
             user_id: c.end_user_id,
             is_public: c.public_link_id.is_some(),
-            is_shared: false,
+            is_shared: shared,
             shareable_link_id: c.public_link_id,
             created_at: timestamp(&c.created_at),
             updated_at: timestamp(&c.updated_at),
@@ -437,6 +438,40 @@ impl From<PublicView> for PublicSession {
                     created_at: timestamp(&m.created_at),
                 })
                 .collect(),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ShareRequest {
+    /// The end user (as `X-User-Id` names them).
+    pub user_id: String,
+    /// Only `read`, the default.
+    #[serde(default)]
+    pub permission: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RevokeShare {
+    pub user_id: String,
+}
+
+/// A share of a session with an end user.
+#[derive(Serialize, ToSchema)]
+pub struct ShareDto {
+    pub user_id: String,
+    /// `read`.
+    pub permission: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<Share> for ShareDto {
+    fn from(s: Share) -> Self {
+        Self {
+            user_id: s.user_id,
+            permission: s.permission,
+            created_at: timestamp(&s.created_at),
         }
     }
 }

@@ -141,6 +141,8 @@ async fn respond(
     match reply {
         Reply::Stream => stream::response(state, answer),
         Reply::Async => {
+            // The task is the answer's row: it exists before the client can poll it.
+            answer.stored().await;
             let accepted = TaskAccepted {
                 task_id: answer.message_id(),
                 status: "processing",

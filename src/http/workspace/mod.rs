@@ -53,6 +53,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         routes!(workspaces::credit_usage),
         routes!(sharing::toggle_public),
         routes!(sharing::public_session),
+        routes!(sharing::share),
+        routes!(sharing::shares),
+        routes!(sharing::revoke_share),
     ]
     .into_iter()
     .fold(OpenApiRouter::new(), both)

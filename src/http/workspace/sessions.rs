@@ -10,6 +10,15 @@ use super::{Body, Caller};
 use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody, Page, parse_id};
 
+/// One session as this dialect shows it.
+async fn session(
+    services: &crate::service::Services,
+    chat: crate::domain::Chat,
+) -> Result<SessionDto, WsError> {
+    let shared = services.shared_among(&[chat.id]).await?.contains(&chat.id);
+    Ok(SessionDto::new(chat, shared))
+}
+
 /// List sessions
 ///
 /// Newest first. With `X-User-Id`, that user's sessions only.
@@ -43,7 +52,17 @@ pub async fn list_sessions(
     let chats = services
         .list_chats_in(&who, &workspace, page.limit, page.offset)
         .await?;
-    Ok(Json(chats.into_iter().map(SessionDto::from).collect()))
+    let ids: Vec<uuid::Uuid> = chats.iter().map(|c| c.id).collect();
+    let shared = services.shared_among(&ids).await?;
+    Ok(Json(
+        chats
+            .into_iter()
+            .map(|c| {
+                let is_shared = shared.contains(&c.id);
+                SessionDto::new(c, is_shared)
+            })
+            .collect(),
+    ))
 }
 
 /// Create a session
@@ -75,7 +94,7 @@ pub async fn create_session(
     let chat = services
         .create_chat_in(&who, &workspace, body.into())
         .await?;
-    Ok((StatusCode::CREATED, Json(chat.into())))
+    Ok((StatusCode::CREATED, Json(SessionDto::new(chat, false))))
 }
 
 /// Get a session
@@ -103,7 +122,8 @@ pub async fn get_session(
     let id = parse_id("id", &id)?;
     let services = &state.services;
     let workspace = services.workspace(&who, &ws).await?;
-    Ok(Json(services.chat_in(&who, &workspace, id).await?.into()))
+    let chat = services.chat_in(&who, &workspace, id).await?;
+    Ok(Json(session(services, chat).await?))
 }
 
 /// Update a session
@@ -139,7 +159,7 @@ pub async fn update_session(
     let chat = services
         .update_chat_in(&who, &workspace, id, body.into())
         .await?;
-    Ok(Json(chat.into()))
+    Ok(Json(session(services, chat).await?))
 }
 
 /// Delete a session
