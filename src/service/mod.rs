@@ -9,6 +9,7 @@ mod limits;
 mod messages;
 mod sessions;
 mod sharing;
+mod translate;
 mod workspaces;
 
 use std::sync::Arc;

@@ -28,5 +28,6 @@ mod session;
 mod sessions;
 mod sharing;
 mod terminal;
+mod translate;
 mod workspace_messages;
 mod workspaces;

@@ -70,6 +70,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/workspaces/{ws}/chats/{id}/share/"),
     ("GET", "/api/workspaces/{ws}/chats/{id}/shares/"),
     ("POST", "/api/workspaces/{ws}/chats/{id}/revoke-share/"),
+    ("GET", "/api/workspaces/{ws}/translate/"),
 ];
 
 const METHODS: &[&str] = &[

@@ -475,3 +475,11 @@ impl From<Share> for ShareDto {
         }
     }
 }
+
+/// A translation.
+#[derive(Serialize, ToSchema)]
+pub struct Translation {
+    pub text: String,
+    pub target: String,
+    pub translation: String,
+}

@@ -7,6 +7,7 @@ mod messages;
 mod sessions;
 mod sharing;
 mod stream;
+mod translate;
 mod workspaces;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -56,6 +57,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         routes!(sharing::share),
         routes!(sharing::shares),
         routes!(sharing::revoke_share),
+        routes!(translate::translate),
     ]
     .into_iter()
     .fold(OpenApiRouter::new(), both)
