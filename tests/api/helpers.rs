@@ -151,6 +151,56 @@ impl TestApp {
             .json(body)
     }
 
+    /// A JSON request with `key` (`None`: no key at all): the status and the JSON body (null
+    /// when the body is not JSON).
+    pub async fn request_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// [`TestApp::request_as`] with the test's admin key.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.request_as(Some(&self.key), method, path, body).await
+    }
+
+    /// A new non-admin key of `workspace`, as a client would send it.
+    pub async fn new_key(&self, workspace: uuid::Uuid, kind: sluice::service::KeyKind) -> String {
+        use secrecy::ExposeSecret;
+        sluice::service::create_key(
+            self.services.store(),
+            workspace,
+            kind,
+            None,
+            false,
+            Vec::new(),
+        )
+        .await
+        .unwrap()
+        .key
+        .expose_secret()
+        .to_owned()
+    }
+
     /// Creates a chat and returns its id.
     pub async fn create_chat(&self, name: &str) -> String {
         let r = self

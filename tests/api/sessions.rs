@@ -2,7 +2,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use sluice::service::{KeyKind, create_key};
+use sluice::service::KeyKind;
 
 use crate::helpers::{TestApp, named, spawn_app, text_of};
 use crate::mock::Script;
@@ -14,31 +14,11 @@ async fn call(
     key: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.request_as(Some(key), method, path, body).await
 }
 
 async fn new_key(app: &TestApp, workspace: uuid::Uuid, kind: KeyKind) -> String {
-    use secrecy::ExposeSecret;
-    create_key(
-        app.services.store(),
-        workspace,
-        kind,
-        None,
-        false,
-        Vec::new(),
-    )
-    .await
-    .unwrap()
-    .key
-    .expose_secret()
-    .to_owned()
+    app.new_key(workspace, kind).await
 }
 
 #[tokio::test]

@@ -11,30 +11,12 @@ use crate::lifecycle::slow;
 use crate::mock::Script;
 
 async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = app
-        .client
-        .request(method, app.url(path))
-        .bearer_auth(&app.key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.call(method, path, body).await
 }
 
 /// A read with no key at all, as a stranger's browser would.
 async fn anonymous(app: &TestApp, method: Method, path: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .request(method, app.url(path))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.request_as(None, method, path, None).await
 }
 
 fn keys(v: &Value) -> BTreeSet<&str> {

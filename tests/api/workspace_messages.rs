@@ -10,17 +10,7 @@ use crate::lifecycle::slow;
 use crate::mock::Script;
 
 async fn call(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = app
-        .client
-        .request(method, app.url(path))
-        .bearer_auth(&app.key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.call(method, path, body).await
 }
 
 async fn session(app: &TestApp) -> String {
@@ -559,22 +549,12 @@ async fn deleting_a_running_answers_question_stops_it_first_and_a_widget_key_may
     })
     .await;
 
-    let widget = {
-        use secrecy::ExposeSecret;
-        sluice::service::create_key(
-            app.services.store(),
+    let widget = app
+        .new_key(
             app.services.default_workspace,
             sluice::service::KeyKind::Publishable,
-            None,
-            false,
-            Vec::new(),
         )
-        .await
-        .unwrap()
-        .key
-        .expose_secret()
-        .to_owned()
-    };
+        .await;
     let question_id = running["user_message"]["id"].as_str().unwrap();
     let path = format!("{session}/messages/{question_id}/");
     let refused = app
@@ -624,22 +604,9 @@ async fn every_route_of_another_workspace_is_404_to_a_plain_key() {
         .create_workspace("other", "Other")
         .await
         .unwrap();
-    let stranger = {
-        use secrecy::ExposeSecret;
-        sluice::service::create_key(
-            app.services.store(),
-            other.id,
-            sluice::service::KeyKind::Secret,
-            None,
-            false,
-            Vec::new(),
-        )
-        .await
-        .unwrap()
-        .key
-        .expose_secret()
-        .to_owned()
-    };
+    let stranger = app
+        .new_key(other.id, sluice::service::KeyKind::Secret)
+        .await;
     let default_id = app.services.default_workspace.to_string();
     let chat = session.rsplit('/').next().unwrap();
     let calls = app.mock.request_count();

@@ -1,26 +1,14 @@
 //! The workspace API's workspaces and keys, through the real server.
 
 use serde_json::{Value, json};
-use sluice::service::{KeyKind, create_key};
+use sluice::service::KeyKind;
 
 use crate::helpers::{TestApp, spawn_app};
 
 /// A non-admin key of `workspace`, as a client would send it.
+/// A non-admin key of `workspace`, as a client would send it.
 async fn key_of(app: &TestApp, workspace: uuid::Uuid, kind: KeyKind) -> String {
-    use secrecy::ExposeSecret;
-    create_key(
-        app.services.store(),
-        workspace,
-        kind,
-        Some("k"),
-        false,
-        Vec::new(),
-    )
-    .await
-    .unwrap()
-    .key
-    .expose_secret()
-    .to_owned()
+    app.new_key(workspace, kind).await
 }
 
 async fn send(
@@ -30,14 +18,7 @@ async fn send(
     key: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.request_as(Some(key), method, path, body).await
 }
 
 /// An error in this dialect's envelope: the code, the field, `detail` repeating the message.
