@@ -151,12 +151,11 @@ impl Services {
         chat_id: Uuid,
         task_id: Uuid,
     ) -> Result<TaskView> {
-        let answer = self
-            .message_in(who, workspace, chat_id, task_id)
-            .await
-            .ok()
-            .filter(|m| m.role == Role::Assistant && m.reply_to.is_some())
-            .ok_or(Error::NotFound("task"))?;
+        let answer = match self.message_in(who, workspace, chat_id, task_id).await {
+            Ok(m) if m.role == Role::Assistant && m.reply_to.is_some() => m,
+            Ok(_) | Err(Error::NotFound(_)) => return Err(Error::NotFound("task")),
+            Err(e) => return Err(e),
+        };
         let question = match answer.reply_to {
             Some(q) => self.store.message(q).await?,
             None => None,

@@ -117,6 +117,10 @@ pub struct CreateKey {
     /// Browser origins (`https://example.com`) a publishable key is bound to.
     #[serde(default)]
     pub origins: Vec<String>,
+    /// Not accepted yet: every key has the server's rate limit (400 when given).
+    #[serde(default)]
+    #[schema(value_type = Option<u32>)]
+    pub rate_limit: Option<serde_json::Value>,
 }
 
 /// A session: a chat with its own settings.
