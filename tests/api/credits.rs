@@ -101,7 +101,7 @@ async fn a_running_answer_holds_its_worst_case_so_a_concurrent_start_is_refused(
     let app = priced_app().await;
     // Nothing is spent, but the first answer may cost up to its model's output cap.
     set_limit(&app, Some(1_000)).await;
-    app.mock.push(slow(10, 100));
+    app.mock.push(slow(30, 100));
     let first = app.chat_with_question("long").await;
     let mut running = app
         .stream(&format!("/conversations/inference/{first}"), None)

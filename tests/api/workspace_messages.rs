@@ -240,11 +240,12 @@ async fn tasks_end_failed_with_the_reason_and_cancelled_when_stopped() {
     )
     .await;
     let chat = session.rsplit('/').next().unwrap();
-    eventually(Duration::from_secs(5), || async {
-        app.mock.request_count() == 2
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Stop once some of the answer was written: follow it to its first delta.
+    let task_id = accepted["task_id"].as_str().unwrap();
+    let mut follower = app
+        .stream(&format!("{session}/messages/{task_id}/stream/"), None)
+        .await;
+    while follower.next().await.unwrap().event != "delta" {}
     let (status, _) = call(
         &app,
         Method::POST,
@@ -266,15 +267,20 @@ async fn a_client_that_leaves_a_sync_post_loses_nothing() {
     let app = spawn_app().await;
     let session = session(&app).await;
     app.mock.push(slow(8, 50));
-    let gone = app
+    let request = app
         .client
         .post(app.url(&format!("{session}/messages/")))
         .bearer_auth(&app.key)
-        .timeout(Duration::from_millis(150))
         .json(&question("q"))
-        .send()
-        .await;
-    assert!(gone.is_err(), "the client gave up before the end");
+        .send();
+    let client = tokio::spawn(request);
+    // The client leaves once the answer has begun upstream.
+    eventually(Duration::from_secs(10), || async {
+        app.mock.request_count() == 1
+    })
+    .await;
+    client.abort();
+    assert!(client.await.is_err(), "the client gave up before the end");
     eventually(Duration::from_secs(10), || async {
         let (_, listed) = call(&app, Method::GET, &format!("{session}/messages/"), None).await;
         listed[1]["status"] == "complete"
