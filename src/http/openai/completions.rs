@@ -54,7 +54,7 @@ use crate::service::AnswerStream;
         (status = 413, description = "The body is over the limit, or the provider's 413", body = ErrorEnvelope),
         (status = 415, description = "The body is not `application/json`", body = ErrorEnvelope),
         (status = 422, description = "The provider's 422", body = ErrorEnvelope),
-        (status = 429, description = "The provider's 429", body = ErrorEnvelope),
+        (status = 429, description = "The provider's 429, or the workspace's credit is used up (`insufficient_quota`)", body = ErrorEnvelope),
         (status = 502, description = "The provider failed before the first delta", body = ErrorEnvelope),
         (status = 503, description = "The server is shutting down", body = ErrorEnvelope),
         (status = 504, description = "The provider missed a deadline before the first delta", body = ErrorEnvelope),
