@@ -196,6 +196,19 @@ impl Slug {
     }
 }
 
+/// An end user's id as a client names it (`X-User-Id`, a share's `user_id`): trimmed, 1 to 255
+/// printable characters; the error names `field`.
+pub fn end_user_id<'a>(field: &str, raw: &'a str) -> Result<&'a str> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() || trimmed.len() > 255 || trimmed.chars().any(char::is_control) {
+        return Err(Error::bad_request(
+            field,
+            format!("{field} must be 1 to 255 printable characters"),
+        ));
+    }
+    Ok(trimmed)
+}
+
 /// A browser origin a publishable key may be bound to: scheme, host and optional port, no path.
 pub fn check_origin(field: &str, origin: &str) -> Result<()> {
     let rest = origin

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{Access, Principal, Services};
 use crate::domain::{Chat, ChatName, ChatSettings, Temperature, TopP, Workspace, display_text};
 use crate::error::{Error, Result};
-use crate::store::{ChatChanges, NewChat, Scope};
+use crate::store::{ChatChanges, NewChat};
 
 /// What a new chat is called when its creator names it nothing.
 const DEFAULT_NAME: &str = "New chat";
@@ -26,16 +26,6 @@ pub struct ChatInput {
     pub top_p: Option<Option<f64>>,
     pub max_tokens: Option<Option<i64>>,
     pub agent_framework: Option<Option<String>>,
-}
-
-impl Principal {
-    /// What this caller may read inside `workspace` (its own, or any for an admin key).
-    fn scope_in(&self, workspace: &Workspace) -> Scope {
-        Scope {
-            workspace_id: workspace.id,
-            ..self.scope()
-        }
-    }
 }
 
 impl Services {
@@ -160,7 +150,7 @@ impl Services {
     /// A chat of `workspace` the caller may see.
     pub async fn chat_in(&self, who: &Principal, workspace: &Workspace, id: Uuid) -> Result<Chat> {
         self.store
-            .chat(&who.scope_in(workspace), id)
+            .chat(&who.in_workspace(workspace).scope(), id)
             .await?
             .ok_or(Error::NotFound("chat"))
     }
@@ -176,7 +166,7 @@ impl Services {
         who.allow(Access::Backend)?;
         Ok(self
             .store
-            .list_chats(&who.scope_in(workspace), limit, offset)
+            .list_chats(&who.in_workspace(workspace).scope(), limit, offset)
             .await?)
     }
 
@@ -203,7 +193,7 @@ impl Services {
             agent_framework: Self::framework(&input)?,
         };
         self.store
-            .update_chat(&who.scope_in(workspace), chat.id, changes)
+            .update_chat(&who.in_workspace(workspace).scope(), chat.id, changes)
             .await?
             .ok_or(Error::NotFound("chat"))
     }
@@ -222,7 +212,7 @@ impl Services {
             live.wait_finished().await;
         }
         self.store
-            .delete_chat(&who.scope_in(workspace), chat.id)
+            .delete_chat(&who.in_workspace(workspace).scope(), chat.id)
             .await?
             .map(|_| ())
             .ok_or(Error::NotFound("chat"))

@@ -102,14 +102,19 @@ impl Services {
         let Some(key_id) = who.key_id else {
             return Ok(None);
         };
-        let decision = self.rate.hit(&key_id.to_string(), limit).await;
+        self.count(&key_id.to_string(), limit).await.map(Some)
+    }
+
+    /// Counts one request against `limit` per window for `counter`; over it, `RateLimited`.
+    async fn count(&self, counter: &str, limit: u32) -> crate::Result<RateDecision> {
+        let decision = self.rate.hit(counter, limit).await;
         if !decision.allowed {
             return Err(crate::Error::RateLimited {
                 limit: decision.limit,
                 retry_after: decision.reset_after,
             });
         }
-        Ok(Some(decision))
+        Ok(decision)
     }
 
     /// The models served, as `provider/model`, the default first.

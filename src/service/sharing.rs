@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use uuid::Uuid;
 
 use super::{Access, Principal, Services};
-use crate::domain::{Chat, Message, MessageStatus, Role, Share, Workspace};
+use crate::domain::{Chat, Message, MessageStatus, Role, Share, Workspace, end_user_id};
 use crate::error::{Error, Result};
 
 /// Public views one client address may open per rate-limit window.
@@ -30,12 +30,8 @@ impl Services {
         let chat = self.chat_in(who, workspace, chat_id).await?;
         who.owns(&chat)?;
         let link = chat.public_link_id.is_none().then(Uuid::new_v4);
-        let scope = crate::store::Scope {
-            workspace_id: workspace.id,
-            ..who.scope()
-        };
         self.store
-            .set_public_link(&scope, chat.id, link)
+            .set_public_link(&who.in_workspace(workspace).scope(), chat.id, link)
             .await?
             .ok_or(Error::NotFound("chat"))
     }
@@ -44,16 +40,8 @@ impl Services {
     /// questions and the complete answers (never one still streaming, cut short or failed).
     pub async fn public_view(&self, link: Uuid, address: Option<IpAddr>) -> Result<PublicView> {
         if let Some(address) = address {
-            let decision = self
-                .rate
-                .hit(&format!("public:{address}"), PUBLIC_VIEWS_PER_WINDOW)
-                .await;
-            if !decision.allowed {
-                return Err(Error::RateLimited {
-                    limit: decision.limit,
-                    retry_after: decision.reset_after,
-                });
-            }
+            self.count(&format!("public:{address}"), PUBLIC_VIEWS_PER_WINDOW)
+                .await?;
         }
         let chat = self
             .store
@@ -88,18 +76,6 @@ impl Principal {
     }
 }
 
-/// An end user id as `X-User-Id` carries it: 1 to 255 printable characters.
-fn check_user_id(user_id: &str) -> Result<&str> {
-    let trimmed = user_id.trim();
-    if trimmed.is_empty() || trimmed.len() > 255 || trimmed.chars().any(char::is_control) {
-        return Err(Error::bad_request(
-            "user_id",
-            "user_id must be 1 to 255 printable characters",
-        ));
-    }
-    Ok(trimmed)
-}
-
 impl Services {
     /// Shares a chat with an end user, read-only; the share and whether it is new.
     pub async fn share_chat(
@@ -111,7 +87,7 @@ impl Services {
         permission: Option<&str>,
     ) -> Result<(Share, bool)> {
         who.allow(Access::Backend)?;
-        let user_id = check_user_id(user_id)?;
+        let user_id = end_user_id("user_id", user_id)?;
         let permission = permission.unwrap_or("read");
         if permission != "read" {
             return Err(Error::bad_request(
@@ -146,7 +122,7 @@ impl Services {
         user_id: &str,
     ) -> Result<()> {
         who.allow(Access::Backend)?;
-        let user_id = check_user_id(user_id)?;
+        let user_id = end_user_id("user_id", user_id)?;
         let chat = self.chat_in(who, workspace, chat_id).await?;
         who.owns(&chat)?;
         if self.store.revoke_share(chat.id, user_id).await? {
