@@ -191,6 +191,24 @@ pub struct Settings {
     /// The workspace API answers a message post with a task to poll, unless the request asks
     /// otherwise (`AGENT_ASYNC_ENABLED`).
     pub agent_async: bool,
+    /// Where `transcribe-audio` sends uploads.
+    pub transcription: TranscriptionSettings,
+}
+
+/// The provider and model of `transcribe-audio` (`SLUICE_TRANSCRIPTION_PROVIDER`, `_MODEL`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranscriptionSettings {
+    pub provider: String,
+    pub model: String,
+}
+
+impl Default for TranscriptionSettings {
+    fn default() -> Self {
+        Self {
+            provider: "openai".to_owned(),
+            model: "whisper-1".to_owned(),
+        }
+    }
 }
 
 /// Which other origins' pages may call the API from a browser. Credentials (the session
@@ -272,6 +290,7 @@ impl Settings {
             cors_origins: CorsOrigins::None,
             search: crate::search::SearchSettings::default(),
             agent_async: false,
+            transcription: TranscriptionSettings::default(),
         }
     }
 
@@ -368,6 +387,25 @@ impl Settings {
             upstream_file.idle_timeout_secs,
         )? {
             settings.upstream.idle = d;
+        }
+        for (name, file_value, target) in [
+            (
+                "SLUICE_TRANSCRIPTION_PROVIDER",
+                file.transcription_provider,
+                &mut settings.transcription.provider,
+            ),
+            (
+                "SLUICE_TRANSCRIPTION_MODEL",
+                file.transcription_model,
+                &mut settings.transcription.model,
+            ),
+        ] {
+            if let Some(v) = var(name).or(file_value) {
+                if v.trim().is_empty() {
+                    return Err(ConfigError::Invalid(format!("{name} must not be empty")));
+                }
+                *target = v.trim().to_owned();
+            }
         }
         if let Some(v) = var("AGENT_ASYNC_ENABLED") {
             settings.agent_async = match v.to_ascii_lowercase().as_str() {
@@ -590,6 +628,8 @@ pub struct FileConfig {
     pub auth: Option<String>,
     pub admin_key: Option<String>,
     pub default_model: Option<String>,
+    pub transcription_provider: Option<String>,
+    pub transcription_model: Option<String>,
     pub keepalive_secs: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,

@@ -62,6 +62,9 @@ pub enum Error {
     Upstream(#[from] ProviderError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A capability this server is not configured for (no transcription provider, …).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error("database error: {0}")]
     Database(#[from] DbErr),
     #[error("internal error: {0}")]
@@ -100,6 +103,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::Upstream(_) => "upstream_error",
             Error::ShuttingDown => "shutting_down",
+            Error::Unavailable { code, .. } => code,
             Error::Database(_) | Error::Internal(_) => "internal_error",
         }
     }

@@ -119,6 +119,7 @@ impl Sluice {
             providers,
             rate,
             credits,
+            settings.transcription.clone(),
             settings.limits,
             default_workspace,
         ));

@@ -3,10 +3,17 @@
 //! Used by the integration tests (`#[path = ...] mod mock;`) and by the `mock_upstream`
 //! example binary for benchmarks and manual fault testing.
 //!
+//! `/v1/audio/transcriptions` reads the multipart form as it arrives, records every part (the
+//! file's bytes exactly as received) and answers the [`TranscriptionScript`].
+//!
 //! Control routes (for manual use from the command line):
 //! - `POST /__mock/script` with a [`Script`] JSON body: queue it for the next request.
 //! - `POST /__mock/default` with a [`Script`] JSON body: replace the default script.
 //! - `GET /__mock/requests`: every recorded `/v1/chat/completions` request body.
+//! - `POST /__mock/transcription` with a [`TranscriptionScript`] JSON body: how transcriptions
+//!   are answered from now on.
+//! - `GET /__mock/transcriptions`: every transcription form received (`bytes` lengths, text
+//!   values, file names and types).
 //! - `GET /__mock/stats`: `{"requests": n, "aborted": n, "queued": n, "connections": n}`, where
 //!   `connections` counts every TCP connection accepted so far (control routes included).
 #![allow(dead_code)]
@@ -126,6 +133,56 @@ impl Script {
     }
 }
 
+/// What the mock answers to `/v1/audio/transcriptions`.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct TranscriptionScript {
+    pub text: String,
+    /// Reported as `language` when set.
+    pub language: Option<String>,
+    /// Answer this HTTP status with an OpenAI error JSON body (after reading the whole form).
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl Default for TranscriptionScript {
+    fn default() -> Self {
+        TranscriptionScript {
+            text: "Hello from the mock transcriber.".to_owned(),
+            language: None,
+            status: None,
+            message: "the mock refused the audio".to_owned(),
+        }
+    }
+}
+
+/// One part of a received transcription form.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FormPart {
+    pub name: String,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    #[serde(skip)]
+    pub bytes: Bytes,
+    /// The value of a text part.
+    pub text: Option<String>,
+    pub len: usize,
+}
+
+/// One received transcription form; `complete` is false when the body broke off.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReceivedForm {
+    pub content_type: String,
+    pub parts: Vec<FormPart>,
+    pub complete: bool,
+}
+
+impl ReceivedForm {
+    pub fn part(&self, name: &str) -> Option<&FormPart> {
+        self.parts.iter().find(|p| p.name == name)
+    }
+}
+
 struct Shared {
     state: Mutex<MockState>,
     aborted: AtomicUsize,
@@ -141,6 +198,8 @@ struct MockState {
     default: Script,
     queue: VecDeque<Script>,
     requests: Vec<Value>,
+    transcription: TranscriptionScript,
+    forms: Vec<ReceivedForm>,
 }
 
 impl Shared {
@@ -173,6 +232,8 @@ impl MockUpstream {
                 default,
                 queue: VecDeque::new(),
                 requests: Vec::new(),
+                transcription: TranscriptionScript::default(),
+                forms: Vec::new(),
             }),
             aborted: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
@@ -184,6 +245,9 @@ impl MockUpstream {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(models))
+            .route("/v1/audio/transcriptions", post(transcriptions))
+            .route("/__mock/transcription", post(set_transcription_script))
+            .route("/__mock/transcriptions", get(received_forms))
             .route("/__mock/script", post(push_script))
             .route("/__mock/default", post(set_default_script))
             .route("/__mock/requests", get(recorded_requests))
@@ -234,6 +298,16 @@ impl MockUpstream {
         self.shared.lock().requests.clone()
     }
 
+    /// How transcriptions are answered from now on.
+    pub fn set_transcription(&self, script: TranscriptionScript) {
+        self.shared.lock().transcription = script;
+    }
+
+    /// Every transcription form received, complete or not, in order.
+    pub fn transcriptions(&self) -> Vec<ReceivedForm> {
+        self.shared.lock().forms.clone()
+    }
+
     pub fn request_count(&self) -> usize {
         self.shared.lock().requests.len()
     }
@@ -250,6 +324,11 @@ impl MockUpstream {
 
     pub async fn wait_for_aborted(&self, n: usize, timeout: Duration) -> bool {
         self.wait_until(timeout, || self.aborted_count() >= n).await
+    }
+
+    pub async fn wait_for_transcriptions(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_until(timeout, || self.shared.lock().forms.len() >= n)
+            .await
     }
 
     pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
@@ -308,6 +387,83 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
         "queued": state.queue.len(),
         "connections": shared.connections.load(Ordering::Relaxed),
     }))
+}
+
+async fn set_transcription_script(
+    State(shared): State<Arc<Shared>>,
+    Json(script): Json<TranscriptionScript>,
+) -> Json<Value> {
+    shared.lock().transcription = script;
+    Json(json!({"ok": true}))
+}
+
+async fn received_forms(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!(shared.lock().forms))
+}
+
+/// Reads the form part by part as it arrives; records it even when it breaks off.
+async fn transcriptions(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let Ok(boundary) = multer::parse_boundary(&content_type) else {
+        return error_response(StatusCode::BAD_REQUEST, "not a multipart form", "bad_form");
+    };
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let mut received = ReceivedForm {
+        content_type,
+        parts: Vec::new(),
+        complete: false,
+    };
+    let outcome: Result<(), multer::Error> = async {
+        while let Some(mut field) = form.next_field().await? {
+            let mut bytes = Vec::new();
+            let name = field.name().unwrap_or_default().to_owned();
+            let file_name = field.file_name().map(str::to_owned);
+            let content_type = field.content_type().map(ToString::to_string);
+            while let Some(chunk) = field.chunk().await? {
+                bytes.extend_from_slice(&chunk);
+            }
+            let text = file_name
+                .is_none()
+                .then(|| String::from_utf8_lossy(&bytes).into_owned());
+            received.parts.push(FormPart {
+                name,
+                file_name,
+                content_type,
+                len: bytes.len(),
+                bytes: Bytes::from(bytes),
+                text,
+            });
+        }
+        Ok(())
+    }
+    .await;
+    received.complete = outcome.is_ok();
+    let script = {
+        let mut state = shared.lock();
+        state.forms.push(received);
+        state.transcription.clone()
+    };
+    shared.notify.notify_waiters();
+    if outcome.is_err() {
+        return error_response(StatusCode::BAD_REQUEST, "the form broke off", "bad_form");
+    }
+    if let Some(status) = script.status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error_response(status, &script.message, "mock_error");
+    }
+    let mut answer = json!({"text": script.text});
+    if let Some(language) = script.language {
+        answer["language"] = json!(language);
+    }
+    Json(answer).into_response()
 }
 
 fn error_response(status: StatusCode, message: &str, code: &str) -> Response {

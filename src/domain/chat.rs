@@ -209,6 +209,25 @@ pub fn end_user_id<'a>(field: &str, raw: &'a str) -> Result<&'a str> {
     Ok(trimmed)
 }
 
+/// A language as a BCP 47 tag (`es`, `pt-BR`, `zh-Hant`): a 2- or 3-letter language, then
+/// subtags of 2 to 8 letters or digits; the error names `field`.
+pub fn language_tag<'a>(field: &str, raw: &'a str) -> Result<&'a str> {
+    let mut parts = raw.split('-');
+    let language = parts.next().unwrap_or_default();
+    let valid = (2..=3).contains(&language.len())
+        && language.bytes().all(|b| b.is_ascii_alphabetic())
+        && parts
+            .all(|p| (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if valid {
+        Ok(raw)
+    } else {
+        Err(Error::bad_request(
+            field,
+            format!("{field} must be a language code such as `es` or `pt-BR`"),
+        ))
+    }
+}
+
 /// A browser origin a publishable key may be bound to: scheme, host and optional port, no path.
 pub fn check_origin(field: &str, origin: &str) -> Result<()> {
     let rest = origin
@@ -274,6 +293,16 @@ pub struct UsageEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn language_tags_are_recognised() {
+        for ok in ["es", "pt-BR", "zh-Hant", "fil", "sr-Latn-RS"] {
+            assert!(language_tag("target", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "e", "spanish", "es_ES", "es-", "12", "es-toolongsubtag"] {
+            assert!(language_tag("target", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn temperatures_and_top_p_outside_their_range_are_refused_naming_the_field() {

@@ -198,7 +198,12 @@ where
 /// Whether reading the body failed because it stalled past the listener's body timeout (see
 /// `crate::listener`).
 fn body_timed_out(rejection: &axum::extract::rejection::BytesRejection) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    timed_out(rejection)
+}
+
+/// Whether `error` comes from a body that stalled past the listener's body timeout.
+pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
     while let Some(e) = cause {
         if e.is::<tower_http::timeout::TimeoutError>() {
             return true;

@@ -3,6 +3,7 @@
 //! Vendor types never leave this module: the generation core sees `StreamEvent`s and
 //! `ProviderError`s only.
 
+mod audio;
 mod connections;
 mod demo;
 mod event_stream;
@@ -17,6 +18,7 @@ use crate::config::{DEFAULT_MAX_TOKENS, Price, ProviderSettings, Settings, Upstr
 use crate::domain::{PromptMessage, Usage};
 
 pub use crate::domain::ToolCallDelta;
+pub use audio::{AudioUpload, MAX_AUDIO_BYTES, Transcript};
 pub use demo::{DEMO_MODEL, DemoProvider};
 pub use openai::OpenAiCompatible;
 
@@ -203,6 +205,18 @@ pub trait Provider: Send + Sync + 'static {
     /// Starts a streaming completion. Errors before the first byte of the answer come back here;
     /// later ones arrive in the stream.
     async fn stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError>;
+    /// Transcribes an upload through the provider's `/audio/transcriptions`, relaying it as it
+    /// arrives.
+    async fn transcribe(
+        &self,
+        _model: &str,
+        _upload: AudioUpload,
+    ) -> Result<Transcript, ProviderError> {
+        Err(ProviderError::Reported(format!(
+            "the provider `{}` does not transcribe audio",
+            self.name()
+        )))
+    }
 }
 
 /// A provider and model chosen for one request.
@@ -316,6 +330,14 @@ impl Providers {
             ));
         }
         Ok(registry)
+    }
+
+    /// The configured provider called `name` (never the demo model).
+    pub fn named(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.entries
+            .iter()
+            .find(|(_, s)| s.name == name)
+            .map(|(p, _)| p.clone())
     }
 
     /// True when no provider is configured and the built-in demo model answers.

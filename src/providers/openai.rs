@@ -29,6 +29,7 @@ use std::collections::VecDeque;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
+use super::audio::{AudioUpload, Form, Transcript};
 use super::connections::{Clients, Lease};
 use super::event_stream::{Decoder, Event};
 use super::{ChatRequest, EventStream, Provider, ProviderError, StreamEvent, ToolCallDelta};
@@ -44,7 +45,19 @@ pub struct OpenAiCompatible {
     name: String,
     target: std::sync::Arc<Target>,
     clients: Clients,
+    audio: Audio,
 }
+
+/// Where transcriptions go. A streamed upload cannot be sent twice, so it has its own client
+/// without the retry layer.
+struct Audio {
+    url: reqwest::Url,
+    client: reqwest::Client,
+}
+
+/// How long a transcription's answer may keep the connection silent: a provider can take a
+/// while over a long recording.
+const TRANSCRIPTION_READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where and how requests are sent.
 struct Target {
@@ -83,8 +96,18 @@ impl OpenAiCompatible {
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
+        let audio = Audio {
+            url: reqwest::Url::parse(&config.url("/audio/transcriptions"))
+                .map_err(|e| format!("base_url is not a valid URL: {e}"))?,
+            client: reqwest::Client::builder()
+                .connect_timeout(settings.timeouts.connect)
+                .read_timeout(TRANSCRIPTION_READ_TIMEOUT)
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+        };
         Ok(Self {
             name: settings.name.clone(),
+            audio,
             clients: Clients::new(settings.http, &settings.timeouts)?,
             target: std::sync::Arc::new(Target {
                 url: reqwest::Url::parse(&config.url("/chat/completions"))
@@ -438,6 +461,55 @@ impl Reading {
 impl Provider for OpenAiCompatible {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    async fn transcribe(
+        &self,
+        model: &str,
+        upload: AudioUpload,
+    ) -> Result<Transcript, ProviderError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            text: String,
+            #[serde(default)]
+            language: Option<String>,
+        }
+        let form = Form::for_transcription(model, upload);
+        let mut headers = self.target.headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&format!("multipart/form-data; boundary={}", form.boundary))
+                .map_err(|e| ProviderError::Stream(e.to_string()))?,
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let response = self
+            .audio
+            .client
+            .post(self.audio.url.clone())
+            .headers(headers)
+            .body(reqwest::Body::wrap_stream(form.body))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    ProviderError::Connect(e.to_string())
+                } else {
+                    ProviderError::Stream(e.to_string())
+                }
+            })?;
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ProviderError::Stream(e.to_string()))?;
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|e| ProviderError::Reported(format!("unreadable transcription: {e}")))?;
+        Ok(Transcript {
+            text: answer.text,
+            language: answer.language,
+        })
     }
 
     async fn stream(&self, request: ChatRequest) -> Result<EventStream, ProviderError> {

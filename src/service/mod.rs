@@ -9,6 +9,7 @@ mod limits;
 mod messages;
 mod sessions;
 mod sharing;
+mod transcribe;
 mod translate;
 mod workspaces;
 
@@ -27,9 +28,10 @@ pub use limits::check_max_tokens;
 pub use messages::{CreditUsage, TaskView};
 pub use sessions::{NewWebSession, SESSION_TTL, WebSession, tokens_match};
 pub use sharing::{PUBLIC_VIEWS_PER_WINDOW, PublicView};
+pub use transcribe::Transcriber;
 pub use workspaces::{KeyRequest, NewWorkspace, WorkspaceChanges};
 
-use crate::config::Limits;
+use crate::config::{Limits, TranscriptionSettings};
 use crate::generation::Hub;
 use crate::policy::{Credits, RateDecision, RateLimiter};
 use crate::providers::Providers;
@@ -43,6 +45,7 @@ pub struct Services {
     providers: Arc<Providers>,
     rate: Arc<dyn RateLimiter>,
     credits: Arc<dyn Credits>,
+    transcription: TranscriptionSettings,
     pub limits: Limits,
     pub default_workspace: Uuid,
 }
@@ -64,6 +67,7 @@ impl Services {
         providers: Arc<Providers>,
         rate: Arc<dyn RateLimiter>,
         credits: Arc<dyn Credits>,
+        transcription: TranscriptionSettings,
         limits: Limits,
         default_workspace: Uuid,
     ) -> Self {
@@ -73,6 +77,7 @@ impl Services {
             providers,
             rate,
             credits,
+            transcription,
             limits,
             default_workspace,
         }

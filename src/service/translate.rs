@@ -2,20 +2,12 @@
 //! like any answer, its text not stored.
 
 use super::{Access, AnswerStream, Principal, Services};
-use crate::domain::{GenEvent, MessageStatus, PromptMessage, Role, StreamFailure, Workspace};
+use crate::domain::{
+    GenEvent, MessageStatus, PromptMessage, Role, StreamFailure, Workspace, language_tag,
+};
 use crate::error::{Error, Result};
 use crate::generation::{GenerationSpec, Storage};
 use crate::providers::{ChatRequest, ProviderError};
-
-/// Whether `target` looks like a BCP 47 language tag: a 2- or 3-letter language, then optional
-/// subtags of 2 to 8 letters or digits (`es`, `pt-BR`, `zh-Hant`).
-fn is_language_tag(target: &str) -> bool {
-    let mut parts = target.split('-');
-    let language = parts.next().unwrap_or_default();
-    (2..=3).contains(&language.len())
-        && language.bytes().all(|b| b.is_ascii_alphabetic())
-        && parts.all(|p| (2..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
-}
 
 fn failed(failure: StreamFailure) -> Error {
     Error::Upstream(match failure.upstream_status {
@@ -49,12 +41,7 @@ impl Services {
                 ),
             ));
         }
-        if !is_language_tag(target) {
-            return Err(Error::bad_request(
-                "target",
-                "target must be a language code such as `es` or `pt-BR`",
-            ));
-        }
+        language_tag("target", target)?;
         let resolved = self
             .providers
             .resolve(None, None)
@@ -105,20 +92,5 @@ impl Services {
         Err(Error::Internal(
             "the translation ended without an end".into(),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_language_tag;
-
-    #[test]
-    fn language_tags_are_recognised() {
-        for ok in ["es", "pt-BR", "zh-Hant", "fil", "sr-Latn-RS"] {
-            assert!(is_language_tag(ok), "{ok}");
-        }
-        for bad in ["", "e", "spanish", "es_ES", "es-", "12", "es-toolongsubtag"] {
-            assert!(!is_language_tag(bad), "{bad}");
-        }
     }
 }

@@ -28,6 +28,7 @@ mod session;
 mod sessions;
 mod sharing;
 mod terminal;
+mod transcribe;
 mod translate;
 mod workspace_messages;
 mod workspaces;

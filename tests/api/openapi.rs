@@ -71,6 +71,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/workspaces/{ws}/chats/{id}/shares/"),
     ("POST", "/api/workspaces/{ws}/chats/{id}/revoke-share/"),
     ("GET", "/api/workspaces/{ws}/translate/"),
+    ("POST", "/api/transcribe-audio/"),
 ];
 
 const METHODS: &[&str] = &[

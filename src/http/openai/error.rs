@@ -72,6 +72,9 @@ fn classify(e: &Error) -> (StatusCode, &'static str, Option<&'static str>) {
             "server_error",
             Some("shutting_down"),
         ),
+        Error::Unavailable { code, .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "server_error", Some(*code))
+        }
         Error::Database(_) | Error::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
         }

@@ -480,6 +480,14 @@ impl From<Share> for ShareDto {
     }
 }
 
+/// What the transcription provider heard.
+#[derive(Serialize, ToSchema)]
+pub struct TranscriptionOut {
+    pub text: String,
+    /// The spoken language as the provider reports it, else as the form named it.
+    pub language: Option<String>,
+}
+
 /// A translation.
 #[derive(Serialize, ToSchema)]
 pub struct Translation {

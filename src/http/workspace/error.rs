@@ -53,7 +53,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::Upstream(_) => StatusCode::BAD_GATEWAY,
-        Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::ShuttingDown | Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

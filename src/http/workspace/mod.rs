@@ -7,6 +7,7 @@ mod messages;
 mod sessions;
 mod sharing;
 mod stream;
+mod transcribe;
 mod translate;
 mod workspaces;
 
@@ -58,6 +59,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         routes!(sharing::shares),
         routes!(sharing::revoke_share),
         routes!(translate::translate),
+        routes!(transcribe::transcribe_audio),
     ]
     .into_iter()
     .fold(OpenApiRouter::new(), both)
