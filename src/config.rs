@@ -193,6 +193,26 @@ pub struct Settings {
     pub agent_async: bool,
     /// Where `transcribe-audio` sends uploads.
     pub transcription: TranscriptionSettings,
+    /// Requests per key per window.
+    pub rate_limits: RateLimits,
+}
+
+/// How many requests a key may make per window, unless the key has its own limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    pub secret: u32,
+    pub publishable: u32,
+    pub window: Duration,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            secret: 1000,
+            publishable: 100,
+            window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The provider and model of `transcribe-audio` (`SLUICE_TRANSCRIPTION_PROVIDER`, `_MODEL`).
@@ -291,6 +311,7 @@ impl Settings {
             search: crate::search::SearchSettings::default(),
             agent_async: false,
             transcription: TranscriptionSettings::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -406,6 +427,42 @@ impl Settings {
                 }
                 *target = v.trim().to_owned();
             }
+        }
+        let rate_file = file.rate_limits.unwrap_or_default();
+        for (name, file_value, target) in [
+            (
+                "SLUICE_RATE_LIMIT_SECRET",
+                rate_file.secret,
+                &mut settings.rate_limits.secret,
+            ),
+            (
+                "SLUICE_RATE_LIMIT_PUBLISHABLE",
+                rate_file.publishable,
+                &mut settings.rate_limits.publishable,
+            ),
+        ] {
+            let value = match var(name) {
+                Some(v) => Some(v.parse::<u32>().map_err(|_| {
+                    ConfigError::Invalid(format!("{name}: `{v}` is not a whole number"))
+                })?),
+                None => file_value,
+            };
+            if let Some(n) = value {
+                if n == 0 {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name} must be at least 1 request per window"
+                    )));
+                }
+                *target = n;
+            }
+        }
+        if let Some(d) = secs("SLUICE_RATE_LIMIT_WINDOW_SECS", rate_file.window_secs)? {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid(
+                    "SLUICE_RATE_LIMIT_WINDOW_SECS must be at least 1".into(),
+                ));
+            }
+            settings.rate_limits.window = d;
         }
         if let Some(v) = var("AGENT_ASYNC_ENABLED") {
             settings.agent_async = match v.to_ascii_lowercase().as_str() {
@@ -630,6 +687,7 @@ pub struct FileConfig {
     pub default_model: Option<String>,
     pub transcription_provider: Option<String>,
     pub transcription_model: Option<String>,
+    pub rate_limits: Option<FileRateLimits>,
     pub keepalive_secs: Option<u64>,
     pub checkpoint_interval_ms: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
@@ -665,6 +723,15 @@ fn max_streams(key: &str, n: usize) -> Result<usize, ConfigError> {
             "{key} must be a number from 1 to 10000, not {n}"
         )))
     }
+}
+
+/// `[rate_limits]`: requests per key per window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimits {
+    pub secret: Option<u32>,
+    pub publishable: Option<u32>,
+    pub window_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

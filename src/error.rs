@@ -108,6 +108,20 @@ impl Error {
         }
     }
 
+    /// Seconds a client should wait before trying again (`Retry-After`), for the errors that
+    /// say so: rounded up, at least 1.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::ShuttingDown => Some(1),
+            Error::RateLimited { retry_after, .. } => Some(
+                u64::try_from(retry_after.as_millis().div_ceil(1000))
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            ),
+            _ => None,
+        }
+    }
+
     /// The message a client may see. Internal causes stay in the log.
     pub fn public_message(&self) -> String {
         match self {

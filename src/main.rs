@@ -57,6 +57,9 @@ enum KeysCommand {
         /// Browser origin allowed to use a publishable key (repeatable).
         #[arg(long = "origin")]
         origins: Vec<String>,
+        /// Requests per rate-limit window for this key, instead of the default of its kind.
+        #[arg(long)]
+        rate_limit: Option<u32>,
     },
 }
 
@@ -126,6 +129,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     kind,
                     name,
                     origins,
+                    rate_limit,
                 },
         } => {
             let store = Store::open(settings.database_url())
@@ -149,9 +153,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             for origin in &origins {
                 sluice::domain::check_origin("--origin", origin).map_err(|e| e.to_string())?;
             }
-            let created = service::create_key(&store, ws.id, kind, name.as_deref(), false, origins)
-                .await
+            let rate_limit = rate_limit
+                .map(|n| sluice::domain::key_rate_limit("--rate-limit", n))
+                .transpose()
                 .map_err(|e| e.to_string())?;
+            let created = service::create_key(
+                &store,
+                ws.id,
+                kind,
+                name.as_deref(),
+                false,
+                origins,
+                rate_limit,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             // The key is the command's output (stdout), shown this once.
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", created.key.expose_secret()).map_err(|e| e.to_string())

@@ -111,7 +111,7 @@ impl Sluice {
         let checkpointer = hub.spawn_checkpointer();
         // One counter per key per window; the limits themselves come with the keys.
         let rate: Arc<dyn crate::policy::RateLimiter> = Arc::new(
-            crate::policy::LocalRateLimiter::new(std::time::Duration::from_secs(60)),
+            crate::policy::LocalRateLimiter::new(settings.rate_limits.window),
         );
         let services = Arc::new(Services::new(
             store,
@@ -120,6 +120,7 @@ impl Sluice {
             rate,
             credits,
             settings.transcription.clone(),
+            settings.rate_limits,
             settings.limits,
             default_workspace,
         ));

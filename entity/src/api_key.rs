@@ -15,6 +15,8 @@ pub struct Model {
     pub allowed_origins: Option<Json>,
     pub created_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
+    /// Requests per rate-limit window; `None`: the default of its kind.
+    pub rate_limit: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

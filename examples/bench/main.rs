@@ -368,6 +368,8 @@ async fn start_sluice(launch: &Launch, extra: &[(&str, &str)]) -> Result<Proc> {
         .env("OPENAI_BASE_URL", &launch.mock_v1)
         .env("OPENAI_API_KEY", "x")
         .env("SLUICE_DEFAULT_MODEL", "openai/mock-model")
+        // One key drives every stream of a run: far more than a client's requests a minute.
+        .env("SLUICE_RATE_LIMIT_SECRET", "100000000")
         .env("RUST_LOG", LOG_FILTER);
     if let Some(streams) = launch.http2_streams {
         cmd.env("SLUICE_UPSTREAM_HTTP2", "true")

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_initial;
 mod m20261125_000002_web_sessions;
 mod m20261206_000003_generation_leases;
+mod m20261206_000004_key_rate_limits;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_web_sessions::Migration),
             Box::new(m20261206_000003_generation_leases::Migration),
+            Box::new(m20261206_000004_key_rate_limits::Migration),
         ]
     }
 }

@@ -162,6 +162,8 @@ pub struct ApiKey {
     pub allowed_origins: Option<Vec<String>>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Requests per rate-limit window; `None`: the default of its kind.
+    pub rate_limit: Option<u32>,
 }
 
 impl ApiKey {
@@ -207,6 +209,21 @@ pub fn end_user_id<'a>(field: &str, raw: &'a str) -> Result<&'a str> {
         ));
     }
     Ok(trimmed)
+}
+
+/// The most requests per window a key may be given.
+pub const MAX_KEY_RATE_LIMIT: u32 = 1_000_000;
+
+/// A key's own rate limit: 1 to [`MAX_KEY_RATE_LIMIT`] requests per window.
+pub fn key_rate_limit(field: &str, n: u32) -> Result<u32> {
+    if (1..=MAX_KEY_RATE_LIMIT).contains(&n) {
+        Ok(n)
+    } else {
+        Err(Error::bad_request(
+            field,
+            format!("{field} must be from 1 to {MAX_KEY_RATE_LIMIT} requests per window"),
+        ))
+    }
 }
 
 /// A language as a BCP 47 tag (`es`, `pt-BR`, `zh-Hant`): a 2- or 3-letter language, then

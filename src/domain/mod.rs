@@ -11,7 +11,8 @@ mod text;
 pub use answer::{Citation, Finished, GenEvent, ResumeAt, ResumePoint, ToolCallDelta};
 pub use chat::{
     ApiKey, Chat, ChatName, ChatSettings, MAX_CHAT_NAME_CHARS, Message, Share, Slug, Temperature,
-    TopP, UsageEntry, Workspace, check_origin, end_user_id, format_usd, language_tag, parse_usd,
+    TopP, UsageEntry, Workspace, check_origin, end_user_id, format_usd, key_rate_limit,
+    language_tag, parse_usd,
 };
 pub use display_text::display_text;
 pub use text::LineBreaks;

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::AppState;
+use super::rate_limit::RateSlot;
 use crate::config::AuthMode;
 use crate::error::Error;
 use crate::service::{KeyKind, Principal, tokens_match};
@@ -26,11 +27,27 @@ where
     type Rejection = E;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, E> {
-        authenticate(parts, state)
-            .await
-            .map(|p| Auth(p, PhantomData))
-            .map_err(E::from)
+        let who = authenticate(parts, state).await.map_err(E::from)?;
+        admit(parts, state, &who).await.map_err(E::from)?;
+        Ok(Auth(who, PhantomData))
     }
+}
+
+/// Counts the request against its key's rate limit, once however many extractors ask, and
+/// leaves the decision for the response's headers (`http::rate_limit`).
+async fn admit(parts: &Parts, state: &AppState, who: &Principal) -> Result<(), Error> {
+    let slot = parts.extensions.get::<RateSlot>();
+    let decision = match slot.and_then(RateSlot::get) {
+        Some(counted) => counted,
+        None => match state.services.admit(who).await {
+            Some(decision) => decision,
+            None => return Ok(()),
+        },
+    };
+    if let Some(slot) = slot {
+        slot.set(decision);
+    }
+    decision.check()
 }
 
 fn header_key(headers: &HeaderMap) -> Option<&str> {

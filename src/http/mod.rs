@@ -6,6 +6,7 @@ pub mod extract;
 pub mod openai;
 mod ops;
 mod page;
+pub mod rate_limit;
 mod request_id;
 mod session;
 pub mod sse;
@@ -104,7 +105,8 @@ pub fn router(state: AppState) -> Router {
                         .into_response()
                 }))
                 .layer(DefaultBodyLimit::max(body_limit))
-                .layer(axum::middleware::from_fn(count_requests)),
+                .layer(axum::middleware::from_fn(count_requests))
+                .layer(axum::middleware::from_fn(rate_limit::headers)),
         );
     // Outside the other layers, so that preflights are answered before any of them runs.
     let app = match cors {
@@ -150,7 +152,13 @@ fn cors_layer(origins: &CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
                 HeaderName::from_static("x-user-id"),
                 HeaderName::from_static("last-event-id"),
             ])
-            .expose_headers([REQUEST_ID, header::RETRY_AFTER])
+            .expose_headers([
+                REQUEST_ID,
+                header::RETRY_AFTER,
+                rate_limit::LIMIT,
+                rate_limit::REMAINING,
+                rate_limit::RESET,
+            ])
             .max_age(Duration::from_secs(3600)),
     )
 }

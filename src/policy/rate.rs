@@ -17,6 +17,26 @@ pub struct RateDecision {
     pub reset_after: Duration,
 }
 
+impl RateDecision {
+    /// Whole seconds until the window resets, rounded up (what `X-RateLimit-Reset` and
+    /// `Retry-After` say).
+    pub fn reset_secs(&self) -> u64 {
+        u64::try_from(self.reset_after.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)
+    }
+
+    /// The request may go on, or it is `RateLimited`.
+    pub fn check(&self) -> crate::Result<()> {
+        if self.allowed {
+            Ok(())
+        } else {
+            Err(crate::Error::RateLimited {
+                limit: self.limit,
+                retry_after: self.reset_after,
+            })
+        }
+    }
+}
+
 /// Counts requests per key; one implementation per deployment (memory, or a store shared by
 /// replicas), the same answer to every caller.
 #[async_trait]

@@ -22,6 +22,8 @@ pub struct Principal {
     pub is_admin: bool,
     pub end_user: Option<String>,
     pub allowed_origins: Option<Vec<String>>,
+    /// The key's own requests per rate-limit window, if it has one.
+    pub rate_limit: Option<u32>,
 }
 
 impl Principal {
@@ -34,6 +36,7 @@ impl Principal {
             is_admin: true,
             end_user: None,
             allowed_origins: None,
+            rate_limit: None,
         }
     }
 
@@ -148,6 +151,7 @@ impl Principal {
             is_admin: key.is_admin,
             end_user: None,
             allowed_origins: key.allowed_origins,
+            rate_limit: key.rate_limit,
         })
     }
 
@@ -174,6 +178,7 @@ pub async fn create_key(
     name: Option<&str>,
     is_admin: bool,
     origins: Vec<String>,
+    rate_limit: Option<u32>,
 ) -> Result<NewKeyOutput> {
     let key = generate_key(kind);
     let prefix = key[..DISPLAY_PREFIX_LEN].to_owned();
@@ -186,6 +191,7 @@ pub async fn create_key(
             hash: &hash_key(&key),
             is_admin,
             allowed_origins: (!origins.is_empty()).then_some(origins),
+            rate_limit,
         })
         .await?;
     Ok(NewKeyOutput {
@@ -217,6 +223,7 @@ pub async fn bootstrap(store: &Store, admin_key: Option<&SecretString>) -> Resul
                         hash: &hash,
                         is_admin: true,
                         allowed_origins: None,
+                        rate_limit: None,
                     })
                     .await;
                 match inserted {
@@ -235,6 +242,7 @@ pub async fn bootstrap(store: &Store, admin_key: Option<&SecretString>) -> Resul
             Some("first admin key"),
             true,
             Vec::new(),
+            None,
         )
         .await?;
         // This is output for the operator, not a log line: it is printed whatever RUST_LOG says,

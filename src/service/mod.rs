@@ -31,7 +31,7 @@ pub use sharing::{PUBLIC_VIEWS_PER_WINDOW, PublicView};
 pub use transcribe::Transcriber;
 pub use workspaces::{KeyRequest, NewWorkspace, WorkspaceChanges};
 
-use crate::config::{Limits, TranscriptionSettings};
+use crate::config::{Limits, RateLimits, TranscriptionSettings};
 use crate::generation::Hub;
 use crate::policy::{Credits, RateDecision, RateLimiter};
 use crate::providers::Providers;
@@ -46,6 +46,7 @@ pub struct Services {
     rate: Arc<dyn RateLimiter>,
     credits: Arc<dyn Credits>,
     transcription: TranscriptionSettings,
+    rate_limits: RateLimits,
     pub limits: Limits,
     pub default_workspace: Uuid,
 }
@@ -68,6 +69,7 @@ impl Services {
         rate: Arc<dyn RateLimiter>,
         credits: Arc<dyn Credits>,
         transcription: TranscriptionSettings,
+        rate_limits: RateLimits,
         limits: Limits,
         default_workspace: Uuid,
     ) -> Self {
@@ -78,6 +80,7 @@ impl Services {
             rate,
             credits,
             transcription,
+            rate_limits,
             limits,
             default_workspace,
         }
@@ -100,25 +103,22 @@ impl Services {
         self.hub.checkpoint_all().await;
     }
 
-    /// Counts one request of the caller's key against `limit` per window: refused with
-    /// [`crate::Error::RateLimited`] over it, before the request does anything. Callers without
-    /// a key (authentication off) are not counted.
-    pub async fn admit(&self, who: &Principal, limit: u32) -> crate::Result<Option<RateDecision>> {
-        let Some(key_id) = who.key_id else {
-            return Ok(None);
-        };
-        self.count(&key_id.to_string(), limit).await.map(Some)
+    /// Counts one request of the caller's key against its limit per window (the key's own,
+    /// else its kind's default); `RateDecision::check` refuses it over the limit. Callers
+    /// without a key (authentication off) are not counted.
+    pub async fn admit(&self, who: &Principal) -> Option<RateDecision> {
+        let key_id = who.key_id?;
+        let limit = who.rate_limit.unwrap_or(match who.kind {
+            KeyKind::Secret => self.rate_limits.secret,
+            KeyKind::Publishable => self.rate_limits.publishable,
+        });
+        Some(self.rate.hit(&key_id.to_string(), limit).await)
     }
 
     /// Counts one request against `limit` per window for `counter`; over it, `RateLimited`.
     async fn count(&self, counter: &str, limit: u32) -> crate::Result<RateDecision> {
         let decision = self.rate.hit(counter, limit).await;
-        if !decision.allowed {
-            return Err(crate::Error::RateLimited {
-                limit: decision.limit,
-                retry_after: decision.reset_after,
-            });
-        }
+        decision.check()?;
         Ok(decision)
     }
 

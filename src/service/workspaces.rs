@@ -5,7 +5,9 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::{Access, KeyKind, Principal, Services, create_key};
-use crate::domain::{ApiKey, Slug, Workspace, check_origin, display_text, parse_usd};
+use crate::domain::{
+    ApiKey, Slug, Workspace, check_origin, display_text, key_rate_limit, parse_usd,
+};
 use crate::error::{Error, Result};
 
 /// Longest workspace or key name, in characters.
@@ -32,6 +34,8 @@ pub struct KeyRequest {
     pub name: Option<String>,
     /// Browser origins a publishable key is bound to.
     pub origins: Vec<String>,
+    /// Requests per rate-limit window, instead of the default of its kind.
+    pub rate_limit: Option<u32>,
 }
 
 fn limit_micros(limit: Option<&str>) -> Result<Option<i64>> {
@@ -124,6 +128,10 @@ impl Services {
         for origin in &request.origins {
             check_origin("origins", origin)?;
         }
+        let rate_limit = request
+            .rate_limit
+            .map(|n| key_rate_limit("rate_limit", n))
+            .transpose()?;
         let created = create_key(
             &self.store,
             workspace.id,
@@ -131,6 +139,7 @@ impl Services {
             name.as_deref(),
             false,
             request.origins,
+            rate_limit,
         )
         .await?;
         let key = self

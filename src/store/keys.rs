@@ -18,6 +18,7 @@ pub struct NewKey<'a> {
     pub hash: &'a str,
     pub is_admin: bool,
     pub allowed_origins: Option<Vec<String>>,
+    pub rate_limit: Option<u32>,
 }
 
 impl Store {
@@ -33,6 +34,7 @@ impl Store {
             allowed_origins: Set(key.allowed_origins.map(|o| serde_json::json!(o))),
             created_at: Set(now()),
             revoked_at: Set(None),
+            rate_limit: Set(key.rate_limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX))),
         }
         .insert(&self.db)
         .await

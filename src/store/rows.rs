@@ -93,6 +93,7 @@ pub(super) fn api_key(row: api_key::Model) -> ApiKey {
             .filter(|o| !o.is_empty()),
         created_at: row.created_at,
         revoked_at: row.revoked_at,
+        rate_limit: row.rate_limit.and_then(|n| u32::try_from(n).ok()),
     }
 }
 

@@ -31,6 +31,7 @@ async fn new_key(
         Some("test"),
         false,
         origins,
+        None,
     )
     .await
     .unwrap();

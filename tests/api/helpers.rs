@@ -64,6 +64,9 @@ pub fn test_settings(database_url: &str, mock: &MockUpstream) -> Settings {
         KeyKind::Secret,
     )));
     settings.checkpoint_interval = Duration::from_millis(100);
+    // Tests drive many requests through one key; the rate-limit tests set their own limits.
+    settings.rate_limits.secret = 1_000_000;
+    settings.rate_limits.publishable = 1_000_000;
     settings.shutdown_grace = Duration::from_secs(5);
     settings.upstream = UpstreamTimeouts {
         connect: Duration::from_secs(2),
@@ -193,6 +196,7 @@ impl TestApp {
             None,
             false,
             Vec::new(),
+            None,
         )
         .await
         .unwrap()

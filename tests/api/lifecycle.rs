@@ -456,6 +456,13 @@ async fn the_cli_migrates_creates_workspaces_and_prints_keys_that_work() {
         "--origin",
         "https://app.example",
     ]);
+    let limited = run(&["keys", "create", "--workspace", "acme", "--rate-limit", "2"]);
+    let refused = sluice_command(&database_url, &mock)
+        .args(["keys", "create", "--rate-limit", "0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--rate-limit"));
     let duplicate = sluice_command(&database_url, &mock)
         .args(["workspaces", "create", "acme"])
         .output()
@@ -486,6 +493,19 @@ async fn the_cli_migrates_creates_workspaces_and_prints_keys_that_work() {
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
+    // The key's own limit, not the default of its kind.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("{}/chats/", process.base))
+            .bearer_auth(&limited)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-ratelimit-limit"], "2");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
     process.child.kill().unwrap();
     process.child.wait().unwrap();
 }

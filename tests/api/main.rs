@@ -23,6 +23,7 @@ mod openai;
 mod openai_sdk;
 mod openapi;
 mod ops;
+mod rate_limits;
 mod search;
 mod session;
 mod sessions;

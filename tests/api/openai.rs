@@ -508,6 +508,7 @@ async fn a_publishable_key_may_not_use_the_openai_api() {
         None,
         false,
         vec![],
+        None,
     )
     .await
     .unwrap();

@@ -237,6 +237,7 @@ async fn a_bad_key_cannot_sign_in_and_a_revoked_key_ends_its_sessions() {
         None,
         false,
         vec![],
+        None,
     )
     .await
     .unwrap();
@@ -272,6 +273,7 @@ async fn a_publishable_session_keeps_the_publishable_scope_and_its_origin_bindin
         None,
         false,
         vec!["https://shop.example".into()],
+        None,
     )
     .await
     .unwrap();

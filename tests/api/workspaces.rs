@@ -255,7 +255,7 @@ async fn a_workspace_key_manages_its_keys_and_a_revoked_key_is_refused_at_once()
             json!({"kind": "publishable", "origins": ["a.example"]}),
             "origins",
         ),
-        (json!({"kind": "secret", "rate_limit": 10}), "rate_limit"),
+        (json!({"kind": "secret", "rate_limit": 0}), "rate_limit"),
     ] {
         let (status, body) = send(
             &app,

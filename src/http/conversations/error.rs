@@ -76,27 +76,18 @@ impl IntoResponse for ConvError {
             message: self.0.public_message(),
             field: self.0.field().map(str::to_owned),
             retry_after: match &self.0 {
-                Error::RateLimited { .. } => retry_after(&self.0),
+                Error::RateLimited { .. } => self.0.retry_after_secs(),
                 _ => None,
             },
             allowed_endpoints: matches!(self.0, Error::PublishableNotAllowed)
                 .then_some(super::PUBLISHABLE_ENDPOINTS),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Some(seconds) = retry_after(&self.0) {
+        if let Some(seconds) = self.0.retry_after_secs() {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
-    }
-}
-
-/// Seconds a client should wait before trying again, for the errors that say so.
-pub fn retry_after(e: &Error) -> Option<u64> {
-    match e {
-        Error::ShuttingDown => Some(1),
-        Error::RateLimited { retry_after, .. } => Some(retry_after.as_secs().max(1)),
-        _ => None,
     }
 }

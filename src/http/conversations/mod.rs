@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use dto::{UsageDto, timestamp};
-pub use error::{ConvError, ErrorBody, retry_after};
+pub use error::{ConvError, ErrorBody};
 
 use super::{AppState, both};
 

@@ -102,18 +102,21 @@ impl IntoResponse for OpenAiError {
             Error::ModelNotFound(_) => Some("model"),
             other => other.field(),
         };
-        let body = envelope(
+        let mut body = envelope(
             &self.0.public_message(),
             kind,
             param,
             code.or(Some(self.0.code())),
         );
+        let retry_after = self.0.retry_after_secs();
+        if matches!(self.0, Error::RateLimited { .. }) {
+            body.retry_after = retry_after;
+        }
         let mut response = (status, Json(body)).into_response();
-        if let Error::RateLimited { retry_after, .. } = &self.0 {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                retry_after.as_secs().max(1).into(),
-            );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
     }
@@ -124,6 +127,9 @@ impl IntoResponse for OpenAiError {
 #[schema(as = OpenAIError)]
 pub struct ErrorEnvelope {
     pub error: ErrorObject,
+    /// With a rate-limit refusal: seconds until the key's window resets.
+    #[serde(rename = "retryAfter", skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -161,6 +167,7 @@ pub fn envelope(
             param: param.map(str::to_owned),
             code: code.map(str::to_owned),
         },
+        retry_after: None,
     }
 }
 

@@ -77,6 +77,8 @@ pub struct KeyDto {
     pub prefix: String,
     /// The browser origins a publishable key is bound to.
     pub origins: Vec<String>,
+    /// The key's own requests per rate-limit window; null: the server's default for its kind.
+    pub rate_limit: Option<u32>,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -91,6 +93,7 @@ impl From<ApiKey> for KeyDto {
             name: k.name,
             prefix: k.prefix,
             origins: k.allowed_origins.unwrap_or_default(),
+            rate_limit: k.rate_limit,
             created_at: timestamp(&k.created_at),
             revoked_at: k.revoked_at.as_ref().map(timestamp),
         }
@@ -117,10 +120,10 @@ pub struct CreateKey {
     /// Browser origins (`https://example.com`) a publishable key is bound to.
     #[serde(default)]
     pub origins: Vec<String>,
-    /// Not accepted yet: every key has the server's rate limit (400 when given).
+    /// Requests per rate-limit window for this key (1 to 1000000); unset: the server's
+    /// default for its kind.
     #[serde(default)]
-    #[schema(value_type = Option<u32>)]
-    pub rate_limit: Option<serde_json::Value>,
+    pub rate_limit: Option<u32>,
 }
 
 /// A session: a chat with its own settings.

@@ -65,7 +65,7 @@ impl IntoResponse for WsError {
             tracing::error!(error = %self.0, "request failed");
         }
         let message = self.0.public_message();
-        let retry_after = crate::http::conversations::retry_after(&self.0);
+        let retry_after = self.0.retry_after_secs();
         let body = ErrorBody {
             error: self.0.code(),
             detail: message.clone(),

@@ -128,17 +128,11 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<NewKeyDto>), WsError> {
     let kind = KeyKind::parse(&body.kind)
         .ok_or_else(|| Error::bad_request("kind", "kind must be `secret` or `publishable`"))?;
-    if body.rate_limit.is_some() {
-        return Err(Error::bad_request(
-            "rate_limit",
-            "per-key rate limits cannot be set yet: every key has the server's limit",
-        )
-        .into());
-    }
     let request = KeyRequest {
         kind,
         name: body.name,
         origins: body.origins,
+        rate_limit: body.rate_limit,
     };
     let (key, value) = state.services.create_api_key(&who, &ws, request).await?;
     let body = NewKeyDto {
