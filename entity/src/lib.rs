@@ -1,5 +1,7 @@
 //! sea-orm entities, one module per table. Plain data: the rules live in `sluice::service`.
 
+pub mod agent;
+pub mod agent_version;
 pub mod api_key;
 pub mod chat;
 pub mod generation;

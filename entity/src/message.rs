@@ -23,6 +23,8 @@ pub struct Model {
     pub sources: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The version of the chat's agent that produced this answer.
+    pub agent_version: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

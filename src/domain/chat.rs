@@ -98,6 +98,10 @@ pub struct Chat {
     pub agent_framework: Option<String>,
     /// The id of its public read-only link, while it has one.
     pub public_link_id: Option<Uuid>,
+    /// The agent whose current version answers it, for an agent's chat.
+    pub agent_id: Option<Uuid>,
+    /// A client's own data about the chat, kept as given.
+    pub metadata: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -123,6 +127,8 @@ pub struct Message {
     pub cost_micros: Option<i64>,
     /// The sources an answer was given (the internet variant), as sent to readers.
     pub sources: Option<Value>,
+    /// For an agent's answer: the agent's version that produced it.
+    pub agent_version: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -3,11 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod agent;
 mod answer;
 mod chat;
 mod display_text;
 mod text;
 
+pub use agent::{AGENT_TOOLS, Agent, AgentFields, AgentVersion};
 pub use answer::{Citation, Finished, GenEvent, ResumeAt, ResumePoint, ToolCallDelta};
 pub use chat::{
     ApiKey, Chat, ChatName, ChatSettings, MAX_CHAT_NAME_CHARS, Message, Share, Slug, Temperature,

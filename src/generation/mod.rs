@@ -236,6 +236,7 @@ impl Hub {
                 chat_id,
                 question_id,
                 replaces,
+                agent_version,
             } => {
                 // The answer's rows are queued here and the task calls the provider once they
                 // exist (with a search step, while the search runs). The id is chosen here so
@@ -252,6 +253,7 @@ impl Hub {
                     prompt_tokens: prompt_estimate,
                     owner: self.seams.leases.owner(),
                     replaces,
+                    agent_version,
                 };
                 let rows = self.writer.insert(new, live.clone());
                 (live, task::Persist::Answer { rows })

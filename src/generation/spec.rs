@@ -33,11 +33,13 @@ pub struct SearchSpec {
 pub enum Storage {
     /// The answer to `question_id` in `chat_id`: a stored message, checkpointed while it runs,
     /// resumable by any reader, line breaks normalised. `replaces` names the question's previous
-    /// answer, deleted in the transaction that creates this one (regenerate).
+    /// answer, deleted in the transaction that creates this one (regenerate); `agent_version`
+    /// is recorded on the answer (which version of an agent's preset produced it).
     Answer {
         chat_id: Uuid,
         question_id: Uuid,
         replaces: Option<Uuid>,
+        agent_version: Option<i32>,
     },
     /// Relayed exactly as the model wrote it; only its usage is recorded.
     UsageOnly,

@@ -1,5 +1,6 @@
 //! HTTP: router assembly, middleware, SSE encoding, extractors, then one folder per dialect.
 
+pub mod agent;
 pub mod conversations;
 mod docs;
 pub mod extract;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(conversations::router())
         .merge(workspace::router())
+        .merge(agent::router())
         .merge(session::router())
         .merge(page::router())
         .nest("/v1", openai::router());

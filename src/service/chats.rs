@@ -31,7 +31,7 @@ pub struct ChatInput {
 impl Services {
     /// `base` with `input`'s changes, every value checked: the provider configured, the model
     /// one it serves, temperature 0 to 2, top_p 0 to 1, max_tokens from 1 to the model's cap.
-    fn settings(&self, base: &ChatSettings, input: &ChatInput) -> Result<ChatSettings> {
+    pub(super) fn settings(&self, base: &ChatSettings, input: &ChatInput) -> Result<ChatSettings> {
         let pick = |change: &Option<Option<String>>, current: &Option<String>| match change {
             Some(value) => value.clone().filter(|v| !v.trim().is_empty()),
             None => current.clone(),
@@ -143,6 +143,8 @@ impl Services {
                 created_via: who.kind,
                 settings,
                 agent_framework,
+                agent_id: None,
+                metadata: None,
             })
             .await?)
     }

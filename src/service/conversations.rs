@@ -7,6 +7,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{Access, AnswerStream, KeyKind, Principal, Services};
+use crate::domain::Agent;
 use crate::domain::{
     Chat, ChatName, Finished, Message, PromptMessage, ResumeAt, ResumePoint, Role,
 };
@@ -70,7 +71,7 @@ impl Asked {
 /// The prompt for a chat's question: its system prompt first, then the latest
 /// `max_messages` messages that have text, the question last.
 fn prompt(
-    chat: &Chat,
+    system_prompt: Option<&str>,
     history: Vec<Message>,
     question: Message,
     max_messages: usize,
@@ -86,17 +87,12 @@ fn prompt(
         .collect();
     let excess = messages.len().saturating_sub(max_messages);
     messages.drain(..excess);
-    if let Some(system) = chat
-        .settings
-        .system_prompt
-        .as_ref()
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(system) = system_prompt.filter(|s| !s.is_empty()) {
         messages.insert(
             0,
             PromptMessage {
                 role: Role::System,
-                content: system.clone(),
+                content: system.to_owned(),
             },
         );
     }
@@ -116,6 +112,8 @@ impl Services {
                 created_via: who.kind,
                 settings: Default::default(),
                 agent_framework: None,
+                agent_id: None,
+                metadata: None,
             })
             .await?;
         Ok(chat)
@@ -255,16 +253,28 @@ impl Services {
         Ok((chat, asked))
     }
 
-    /// The generation that answers `question` in `chat` with the chat's own settings.
+    /// The generation that answers `question` in `chat` with the chat's own settings, or, for
+    /// an agent's chat, with its agent's current version (`agent`, see [`Services::agent_of`]),
+    /// through the internet variant when the agent has the `web_search` tool.
     pub(super) fn answer_spec(
         &self,
         who: &Principal,
         chat: &Chat,
+        agent: Option<&Agent>,
         history: Vec<Message>,
         question: Message,
         variant: Variant,
     ) -> Result<GenerationSpec> {
-        let settings = &chat.settings;
+        if agent.is_some_and(|a| a.deleted_at.is_some()) {
+            return Err(Error::NotFound("agent"));
+        }
+        let preset = agent.map(|a| a.fields.settings());
+        let settings = preset.as_ref().unwrap_or(&chat.settings);
+        let variant = if agent.is_some_and(|a| a.fields.searches()) {
+            Variant::Internet
+        } else {
+            variant
+        };
         let resolved = self
             .providers
             .resolve(settings.provider.as_deref(), settings.model.as_deref())
@@ -273,7 +283,12 @@ impl Services {
             })?;
         let question_id = question.id;
         let query = (variant == Variant::Internet).then(|| question.content.clone());
-        let messages = prompt(chat, history, question, self.limits.max_context_messages);
+        let messages = prompt(
+            settings.system_prompt.as_deref(),
+            history,
+            question,
+            self.limits.max_context_messages,
+        );
         let request = ChatRequest::from_prompt(
             resolved.model.clone(),
             &messages,
@@ -293,6 +308,7 @@ impl Services {
                 chat_id: chat.id,
                 question_id,
                 replaces: None,
+                agent_version: agent.map(|a| a.version),
             },
         })
     }
@@ -320,10 +336,11 @@ impl Services {
             answer,
             history,
         } = asked;
+        let agent = self.agent_of(&chat).await?;
         let live = self
             .hub
             .answer(question.id, answer, mark, || {
-                self.answer_spec(who, &chat, history, question, variant)
+                self.answer_spec(who, &chat, agent.as_ref(), history, question, variant)
             })
             .await?;
         AnswerStream::open(live, resume).map(StreamOpen::Stream)
@@ -387,6 +404,7 @@ mod tests {
             usage: Usage::default(),
             cost_micros: None,
             sources: None,
+            agent_version: None,
             created_at: at,
             updated_at: at,
         }
@@ -394,19 +412,6 @@ mod tests {
 
     #[test]
     fn the_prompt_puts_the_system_prompt_first_and_keeps_the_latest_messages_with_text() {
-        let at = crate::store::now();
-        let mut chat = Chat {
-            id: Uuid::nil(),
-            workspace_id: Uuid::nil(),
-            name: "c".into(),
-            end_user_id: None,
-            created_via: KeyKind::Secret,
-            settings: crate::domain::ChatSettings::default(),
-            agent_framework: None,
-            public_link_id: None,
-            created_at: at,
-            updated_at: at,
-        };
         let mut empty = msg(3, Role::Assistant, None);
         empty.content.clear();
         let history = vec![
@@ -416,12 +421,11 @@ mod tests {
         ];
         let question = msg(4, Role::User, None);
 
-        let plain = prompt(&chat, history.clone(), question.clone(), 2);
+        let plain = prompt(None, history.clone(), question.clone(), 2);
         let contents: Vec<&str> = plain.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(contents, ["message 2", "message 4"]);
 
-        chat.settings.system_prompt = Some("be brief".into());
-        let with_system = prompt(&chat, history, question, 2);
+        let with_system = prompt(Some("be brief"), history, question, 2);
         assert_eq!(with_system[0].role, Role::System);
         assert_eq!(with_system[0].content, "be brief");
         assert_eq!(with_system.len(), 3, "the system prompt is not counted");

@@ -48,13 +48,48 @@ impl Services {
         chat_id: Uuid,
         content: String,
     ) -> Result<(Message, AnswerStream)> {
-        let who = who.in_workspace(workspace);
-        let chat = self.chat(&who, chat_id).await?;
+        self.post_message(&who.in_workspace(workspace), chat_id, content)
+            .await
+    }
+
+    /// Posts a user message to one of the caller's chats and starts its answer; the message
+    /// and a reader of the answer. Shared by the workspace and agent APIs, whose field is
+    /// `content`.
+    pub async fn post_message(
+        &self,
+        who: &Principal,
+        chat_id: Uuid,
+        content: String,
+    ) -> Result<(Message, AnswerStream)> {
+        if content.trim().is_empty() {
+            return Err(Error::bad_request("content", "content must not be empty"));
+        }
+        if content.contains('\0') {
+            return Err(Error::bad_request(
+                "content",
+                "content must not contain NUL characters",
+            ));
+        }
+        if content.chars().count() > self.limits.max_message_chars {
+            return Err(Error::bad_request(
+                "content",
+                format!(
+                    "content is longer than {} characters",
+                    self.limits.max_message_chars
+                ),
+            ));
+        }
+        let chat = self.chat(who, chat_id).await?;
         who.owns(&chat)?;
-        self.credits.check(workspace.id).await?;
-        let question = self.add_message(&who, chat.id, Role::User, content).await?;
+        if let Some(agent) = self.agent_of(&chat).await?
+            && agent.deleted_at.is_some()
+        {
+            return Err(Error::NotFound("agent"));
+        }
+        self.credits.check(chat.workspace_id).await?;
+        let question = self.add_message(who, chat.id, Role::User, content).await?;
         match self
-            .open_stream(&who, question.id, None, Variant::Plain)
+            .open_stream(who, question.id, None, Variant::Plain)
             .await?
         {
             StreamOpen::Stream(answer) => Ok((question, answer)),
@@ -83,7 +118,13 @@ impl Services {
         chat_id: Uuid,
         id: Uuid,
     ) -> Result<Message> {
-        let chat = self.chat(&who.in_workspace(workspace), chat_id).await?;
+        self.message_of(&who.in_workspace(workspace), chat_id, id)
+            .await
+    }
+
+    /// One message of one of the caller's chats.
+    pub async fn message_of(&self, who: &Principal, chat_id: Uuid, id: Uuid) -> Result<Message> {
+        let chat = self.chat(who, chat_id).await?;
         self.store
             .message(id)
             .await?
@@ -101,14 +142,21 @@ impl Services {
         message_id: Uuid,
         resume: Option<ResumePoint>,
     ) -> Result<StreamOpen> {
-        let message = self.message_in(who, workspace, chat_id, message_id).await?;
-        self.open_stream(
-            &who.in_workspace(workspace),
-            message.id,
-            resume,
-            Variant::Plain,
-        )
-        .await
+        self.follow_message(&who.in_workspace(workspace), chat_id, message_id, resume)
+            .await
+    }
+
+    /// [`Services::follow_answer`] in one of the caller's chats.
+    pub async fn follow_message(
+        &self,
+        who: &Principal,
+        chat_id: Uuid,
+        message_id: Uuid,
+        resume: Option<ResumePoint>,
+    ) -> Result<StreamOpen> {
+        let message = self.message_of(who, chat_id, message_id).await?;
+        self.open_stream(who, message.id, resume, Variant::Plain)
+            .await
     }
 
     /// Deletes a message; a question takes its answer with it. A running answer is stopped
@@ -207,13 +255,18 @@ impl Services {
             .ok_or(Error::NotFound("message"))?;
         let previous = asked.answer.as_ref().map(|a| a.id);
         let question = asked.question.clone();
-        let mut spec =
-            self.answer_spec(&who, &chat, asked.history, asked.question, Variant::Plain)?;
-        spec.storage = crate::generation::Storage::Answer {
-            chat_id: chat.id,
-            question_id,
-            replaces: previous,
-        };
+        let agent = self.agent_of(&chat).await?;
+        let mut spec = self.answer_spec(
+            &who,
+            &chat,
+            agent.as_ref(),
+            asked.history,
+            asked.question,
+            Variant::Plain,
+        )?;
+        if let crate::generation::Storage::Answer { replaces, .. } = &mut spec.storage {
+            *replaces = previous;
+        }
         let live = self.hub.replace(question_id, spec).await?;
         Ok((question, AnswerStream::open(live, None)?))
     }

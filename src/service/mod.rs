@@ -1,5 +1,6 @@
 //! The one domain layer every dialect calls. Handlers convert, call one method here, convert back.
 
+mod agents;
 mod answers;
 mod auth;
 mod chats;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+pub use agents::AgentInput;
 pub use answers::AnswerStream;
 pub use auth::{
     Access, KeyKind, NewKeyOutput, Principal, bootstrap, create_key, generate_key, hash_key,

@@ -19,6 +19,8 @@ pub struct NewChat {
     pub created_via: KeyKind,
     pub settings: ChatSettings,
     pub agent_framework: Option<String>,
+    pub agent_id: Option<Uuid>,
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// Changes to a chat; `None` leaves a field as it is.
@@ -59,7 +61,7 @@ impl Store {
             workspace_id: Set(new.workspace_id),
             name: Set(new.name.into_string()),
             end_user_id: Set(new.end_user_id),
-            agent_id: Set(None),
+            agent_id: Set(new.agent_id),
             created_via: Set(new.created_via.as_str().to_owned()),
             provider: Set(new.settings.provider),
             model: Set(new.settings.model),
@@ -68,7 +70,7 @@ impl Store {
             max_tokens: Set(new.settings.max_tokens.map(rows::tokens)),
             top_p: Set(new.settings.top_p.map(|t| t.get())),
             agent_framework: Set(new.agent_framework),
-            metadata: Set(None),
+            metadata: Set(new.metadata),
             status: Set("active".to_owned()),
             public_link_id: Set(None),
             last_seq: Set(0),
@@ -217,5 +219,34 @@ impl Store {
             .await?
             .ok_or(DbErr::RecordNotFound("chat".into()))?;
         row.try_get::<i64>("", "last_seq")
+    }
+}
+
+impl Store {
+    /// Chats bound to an agent, newest first: one end user's when `user` names one, and of
+    /// these agents when `agents` is given.
+    pub async fn list_agent_chats(
+        &self,
+        scope: &Scope,
+        user: Option<&str>,
+        agents: Option<&[Uuid]>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<Chat>, DbErr> {
+        let mut query = scoped(scope).filter(chat::Column::AgentId.is_not_null());
+        if let Some(user) = user {
+            query = query.filter(chat::Column::EndUserId.eq(user));
+        }
+        if let Some(agents) = agents {
+            query = query.filter(chat::Column::AgentId.is_in(agents.iter().copied()));
+        }
+        let found = query
+            .order_by_desc(chat::Column::CreatedAt)
+            .order_by_desc(chat::Column::Id)
+            .limit(limit)
+            .offset(offset)
+            .all(&self.reader)
+            .await?;
+        Ok(found.into_iter().map(rows::chat).collect())
     }
 }

@@ -27,6 +27,8 @@ pub struct NewGeneration {
     pub owner: Uuid,
     /// The question's previous answer, deleted in the same transaction (regenerate).
     pub replaces: Option<Uuid>,
+    /// The version of the chat's agent that answers, for an agent's chat.
+    pub agent_version: Option<i32>,
 }
 
 /// Prices a usage by provider and model, in micro-dollars.
@@ -225,6 +227,7 @@ impl Store {
         msg.model = Set(Some(new.model.clone()));
         msg.prompt_tokens = Set(Some(tokens(new.prompt_tokens)));
         msg.usage_estimated = Set(true);
+        msg.agent_version = Set(new.agent_version);
         let msg = msg.insert(txn).await?;
         let generation = generation::ActiveModel {
             id: Set(Uuid::new_v4()),

@@ -35,6 +35,7 @@ pub(super) fn new_message(
         usage_estimated: Set(false),
         cost_micros: Set(None),
         sources: Set(None),
+        agent_version: Set(None),
         created_at: Set(at),
         updated_at: Set(at),
     }

@@ -3,6 +3,7 @@
 //! Nothing here is SQLite-only: the same statements run on PostgreSQL. Every query that reads a
 //! workspace's data takes a `Scope` and filters by it in the query itself.
 
+mod agents;
 mod chats;
 pub use chats::{ChatChanges, NewChat};
 mod generations;

@@ -1,11 +1,11 @@
 //! Rows to domain types: the one place where stored strings, nullable counts and JSON columns
 //! are read back. Everything above the store works with the parsed values.
 
-use entity::{api_key, chat, message, usage_record, workspace};
+use entity::{agent, agent_version, api_key, chat, message, usage_record, workspace};
 
 use crate::domain::{
-    ApiKey, Chat, ChatSettings, KeyKind, Message, MessageStatus, Role, Temperature, TopP, Usage,
-    UsageEntry, Workspace,
+    Agent, AgentFields, AgentVersion, ApiKey, Chat, ChatSettings, KeyKind, Message, MessageStatus,
+    Role, Temperature, TopP, Usage, UsageEntry, Workspace,
 };
 
 fn count(v: Option<i32>) -> u32 {
@@ -39,6 +39,8 @@ pub(super) fn chat(row: chat::Model) -> Chat {
         settings,
         agent_framework: row.agent_framework,
         public_link_id: row.public_link_id,
+        agent_id: row.agent_id,
+        metadata: row.metadata,
         created_at: row.created_at,
         updated_at: row.updated_at,
     }
@@ -64,6 +66,7 @@ pub(super) fn message(row: message::Model) -> Message {
         ),
         cost_micros: row.cost_micros,
         sources: row.sources,
+        agent_version: row.agent_version,
         created_at: row.created_at,
         updated_at: row.updated_at,
     }
@@ -109,6 +112,91 @@ pub(super) fn usage(row: usage_record::Model) -> UsageEntry {
         completion_tokens: row.completion_tokens,
         estimated: row.estimated,
         cost_micros: row.cost_micros,
+        created_at: row.created_at,
+    }
+}
+
+/// How an agent version's fields are stored: one JSON document.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAgentFields {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    system_prompt: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    tools: Vec<String>,
+    #[serde(default)]
+    agent_type: Option<String>,
+}
+
+pub(super) fn agent_fields_json(fields: &AgentFields) -> serde_json::Value {
+    serde_json::json!(StoredAgentFields {
+        name: fields.name.clone(),
+        description: fields.description.clone(),
+        system_prompt: fields.system_prompt.clone(),
+        provider: fields.provider.clone(),
+        model: fields.model.clone(),
+        temperature: fields.temperature.map(|t| t.get()),
+        max_tokens: fields.max_tokens,
+        tools: fields.tools.clone(),
+        agent_type: fields.agent_type.clone(),
+    })
+}
+
+/// Fields written by this code read back; a document that no longer parses (edited by hand)
+/// is an agent named as its row, with the server's defaults.
+fn agent_fields(name: &str, json: serde_json::Value) -> AgentFields {
+    let stored = serde_json::from_value::<StoredAgentFields>(json).unwrap_or(StoredAgentFields {
+        name: name.to_owned(),
+        description: None,
+        system_prompt: None,
+        provider: None,
+        model: None,
+        temperature: None,
+        max_tokens: None,
+        tools: Vec::new(),
+        agent_type: None,
+    });
+    AgentFields {
+        name: stored.name,
+        description: stored.description,
+        system_prompt: stored.system_prompt,
+        provider: stored.provider,
+        model: stored.model,
+        temperature: stored
+            .temperature
+            .and_then(|t| Temperature::parse("temperature", t).ok()),
+        max_tokens: stored.max_tokens,
+        tools: stored.tools,
+        agent_type: stored.agent_type,
+    }
+}
+
+pub(super) fn agent(row: agent::Model) -> Agent {
+    Agent {
+        id: row.id,
+        workspace_id: row.workspace_id,
+        version: row.version,
+        fields: agent_fields(&row.name, row.fields),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        deleted_at: row.deleted_at,
+    }
+}
+
+pub(super) fn agent_version(row: agent_version::Model, name: &str) -> AgentVersion {
+    AgentVersion {
+        version: row.version,
+        fields: agent_fields(name, row.fields),
         created_at: row.created_at,
     }
 }

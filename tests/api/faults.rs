@@ -405,6 +405,7 @@ async fn an_answer_row_that_cannot_be_written_fails_alone_in_its_batch() {
         prompt_tokens: 3,
         owner: uuid::Uuid::now_v7(),
         replaces: None,
+        agent_version: None,
     };
     let good = start(chat_id, question.parse().unwrap());
     // A chat that does not exist: the foreign key refuses this one row.

@@ -81,6 +81,7 @@ async fn recovery_takes_only_the_generations_whose_owner_is_gone() {
             prompt_tokens: 3,
             owner,
             replaces: None,
+            agent_version: None,
         };
         let written = store.write_batch(&[new], &[]).await.unwrap();
         assert!(written.started[0].is_ok());

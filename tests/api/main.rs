@@ -7,6 +7,7 @@ mod mock;
 
 mod helpers;
 
+mod agents;
 mod auth;
 mod browser;
 mod chats;

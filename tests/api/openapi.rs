@@ -72,6 +72,20 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/workspaces/{ws}/chats/{id}/revoke-share/"),
     ("GET", "/api/workspaces/{ws}/translate/"),
     ("POST", "/api/transcribe-audio/"),
+    ("POST", "/agent"),
+    ("GET", "/agent"),
+    ("GET", "/agent/{id}"),
+    ("PUT", "/agent/{id}"),
+    ("DELETE", "/agent/{id}"),
+    ("GET", "/agent/{id}/versions"),
+    ("PUT", "/agent/{id}/rollback"),
+    ("POST", "/chat"),
+    ("GET", "/chat"),
+    ("GET", "/chat/{chatId}"),
+    ("DELETE", "/chat/{chatId}"),
+    ("POST", "/chat/{chatId}/message"),
+    ("GET", "/chat/{chatId}/message"),
+    ("GET", "/chat/{chatId}/message/{messageId}/stream"),
 ];
 
 const METHODS: &[&str] = &[
@@ -117,7 +131,9 @@ async fn fetch(app: &TestApp, method: &str, path: &str) -> (u16, String) {
         .replace("{ws}", "default")
         .replace("{message}", &uuid::Uuid::new_v4().to_string())
         .replace("{task}", &uuid::Uuid::new_v4().to_string())
-        .replace("{link}", &uuid::Uuid::new_v4().to_string());
+        .replace("{link}", &uuid::Uuid::new_v4().to_string())
+        .replace("{chatId}", &uuid::Uuid::new_v4().to_string())
+        .replace("{messageId}", &uuid::Uuid::new_v4().to_string());
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = app
         .client
@@ -238,6 +254,7 @@ async fn the_operations_open_to_publishable_keys_are_the_publishable_endpoints()
     let allowed: BTreeSet<String> = sluice::http::conversations::PUBLISHABLE_ENDPOINTS
         .iter()
         .chain(sluice::http::workspace::PUBLISHABLE_ENDPOINTS)
+        .chain(sluice::http::agent::PUBLISHABLE_ENDPOINTS)
         .map(|e| e.split('?').next().unwrap().to_owned())
         .collect();
     assert_eq!(documented, allowed);

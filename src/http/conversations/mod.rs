@@ -1,6 +1,6 @@
 //! The conversations API (seed 003): chats, conversations and SSE inference.
 
-mod dto;
+pub(crate) mod dto;
 mod error;
 mod handlers;
 mod inference;

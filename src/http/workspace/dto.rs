@@ -56,7 +56,7 @@ pub struct UpdateWorkspace {
 }
 
 /// A field that is present: `null` becomes `Some(None)`, absence stays `None` (the default).
-fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn present<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,

@@ -1,12 +1,12 @@
 //! The workspace API (seed 001) under `/api/workspaces/`: workspaces and their keys, sessions,
 //! their messages and answers.
 
-mod dto;
+pub(crate) mod dto;
 mod error;
 mod messages;
 mod sessions;
 mod sharing;
-mod stream;
+pub(crate) mod stream;
 mod transcribe;
 mod translate;
 mod workspaces;
@@ -14,7 +14,7 @@ mod workspaces;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ErrorBody, WsError};
+pub use error::{ErrorBody, WsError, status_of};
 
 use super::extract::{Auth, JsonBody};
 use super::{AppState, both};
