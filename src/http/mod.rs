@@ -157,6 +157,7 @@ fn cors_layer(origins: &CorsOrigins) -> Option<tower_http::cors::CorsLayer> {
             .expose_headers([
                 REQUEST_ID,
                 header::RETRY_AFTER,
+                HeaderName::from_static("x-message-id"),
                 rate_limit::LIMIT,
                 rate_limit::REMAINING,
                 rate_limit::RESET,

@@ -423,3 +423,71 @@ async fn the_chat_page_keeps_and_marks_an_answer_cut_by_a_server_crash() {
         "{printed}"
     );
 }
+
+/// The widget of `examples/widget/index.html`, as a customer's page on another origin would
+/// serve it: a publishable key, an agent, fetch to post and EventSource to follow.
+#[tokio::test]
+async fn the_browser_widget_example_chats_with_an_agent_from_another_origin() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Some(chromium) = browser_or_skip(root) else {
+        return;
+    };
+    // The widget is served by its own server: another origin than sluice's, on loopback like
+    // sluice (Chromium lets a page reach loopback only from loopback).
+    let html = std::fs::read_to_string(root.join("examples/widget/index.html")).unwrap();
+    let site = Router::new().route(
+        "/",
+        get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, site).await.ok() });
+    let app = spawn_app_with(|s| {
+        s.cors_origins = sluice::config::CorsOrigins::List(vec![origin.clone()]);
+    })
+    .await;
+    app.mock.set_default(crate::mock::Script::text(&[
+        "Hi", " from", " the", " agent.",
+    ]));
+    let (status, agent) = app
+        .call(
+            reqwest::Method::POST,
+            "/agent",
+            Some(serde_json::json!({"name": "Support", "systemPrompt": "Be kind."})),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let key = app
+        .new_key(
+            app.services.default_workspace,
+            sluice::service::KeyKind::Publishable,
+        )
+        .await;
+
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(root.join("tests/browser/widget.mjs"))
+        .current_dir(root.join("tests/browser"))
+        .env("SERVER", app.url(""))
+        .env("KEY", &key)
+        .env("AGENT", agent["id"].as_str().unwrap())
+        .env("ORIGIN", &origin)
+        .env("EXPECTED", "Hi from the agent.")
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the widget test did not finish within 120 s")
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(output.status.success(), "widget.mjs failed");
+    assert!(
+        stdout.contains(" passed, 0 failed"),
+        "widget.mjs reported no result"
+    );
+}
