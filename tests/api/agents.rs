@@ -1151,3 +1151,47 @@ async fn the_agent_api_allows_the_limit_then_answers_429_in_its_own_envelope() {
     // The refused create wrote nothing (read with another key: its own counter).
     assert!(agent_names(&app, "/agent").await.is_empty());
 }
+
+#[tokio::test]
+async fn an_origin_bound_publishable_key_works_from_its_origin_only() {
+    let app = spawn_app().await;
+    let support = agent(&app, json!({"name": "Support"})).await;
+    let (status, created) = app
+        .call(
+            Method::POST,
+            "/api/workspaces/default/keys/",
+            Some(json!({"kind": "publishable", "origins": ["https://shop.example"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let create = |origin: &'static str| {
+        app.client
+            .post(app.url("/chat"))
+            .bearer_auth(&key)
+            .header("origin", origin)
+            .json(&json!({"agentId": support["id"]}))
+            .send()
+    };
+
+    let allowed = create("https://shop.example").await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    let chat: Value = allowed.json().await.unwrap();
+    let refused = create("https://evil.example").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "Forbidden", "{body}");
+
+    let answered = app
+        .client
+        .post(app.url(&format!("/chat/{}/message", chat["id"].as_str().unwrap())))
+        .bearer_auth(&key)
+        .header("origin", "https://shop.example")
+        .json(&user("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let answer: Value = answered.json().await.unwrap();
+    assert_eq!(answer["status"], "complete", "{answer}");
+}
