@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::config::{ConfigError, ConnectionLimits, Settings};
@@ -109,10 +110,16 @@ impl Sluice {
             },
         );
         let checkpointer = hub.spawn_checkpointer();
-        // One counter per key per window; the limits themselves come with the keys.
-        let rate: Arc<dyn crate::policy::RateLimiter> = Arc::new(
-            crate::policy::LocalRateLimiter::new(settings.rate_limits.window),
-        );
+        // One counter per key per window, in Redis when replicas share one; the limits
+        // themselves come with the keys.
+        let window = settings.rate_limits.window;
+        let rate: Arc<dyn crate::policy::RateLimiter> = match &settings.redis_url {
+            Some(url) => Arc::new(
+                crate::policy::RedisRateLimiter::new(url.expose_secret(), window)
+                    .map_err(ConfigError::Invalid)?,
+            ),
+            None => Arc::new(crate::policy::LocalRateLimiter::new(window)),
+        };
         let services = Arc::new(Services::new(
             store,
             hub,

@@ -83,6 +83,11 @@ struct Readiness {
     /// The models served, as `provider/model`.
     models: Vec<String>,
     running_generations: usize,
+    /// With `SLUICE_REDIS_URL`: `ok`, or `unreachable` while this replica serves alone (rate
+    /// limits counted by each replica). Absent without Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, examples("ok"))]
+    redis: Option<&'static str>,
 }
 
 /// Readiness
@@ -114,6 +119,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         demo_model: found.demo_model,
         models: found.models,
         running_generations: found.running_generations,
+        redis: found.redis.map(|up| if up { "ok" } else { "unreachable" }),
     };
     let status = if ready {
         StatusCode::OK

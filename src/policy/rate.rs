@@ -44,6 +44,12 @@ pub trait RateLimiter: Send + Sync {
     /// Counts one request of `key` against `limit` per window. A refused request is not
     /// counted.
     async fn hit(&self, key: &str, limit: u32) -> RateDecision;
+
+    /// For a limiter shared by replicas: whether its shared store answers now (`None` for a
+    /// limiter of this process alone).
+    async fn shared(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// Keys remembered before the expired ones are swept out.

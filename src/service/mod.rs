@@ -60,6 +60,8 @@ pub struct Readiness {
     pub demo_model: bool,
     pub models: Vec<String>,
     pub running_generations: usize,
+    /// With `SLUICE_REDIS_URL`: whether Redis answers (rate limits are shared while it does).
+    pub redis: Option<bool>,
 }
 
 impl Services {
@@ -138,6 +140,7 @@ impl Services {
             demo_model: self.providers.is_demo(),
             models: self.providers.model_ids(),
             running_generations: self.hub.running_count(),
+            redis: self.rate.shared().await,
         }
     }
 }

@@ -112,6 +112,15 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     start(settings, mock, dir).await
 }
 
+/// Another server on `database_url` (a database another test app already uses), with its own
+/// mock upstream: a second replica.
+pub async fn spawn_app_on(database_url: &str, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mock = MockUpstream::start().await.expect("mock upstream");
+    let mut settings = test_settings(database_url, &mock);
+    configure(&mut settings);
+    start(settings, mock, None).await
+}
+
 async fn start(settings: Settings, mock: MockUpstream, dir: Option<tempfile::TempDir>) -> TestApp {
     use secrecy::ExposeSecret;
     let key = settings

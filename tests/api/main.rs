@@ -25,6 +25,7 @@ mod openai_sdk;
 mod openapi;
 mod ops;
 mod rate_limits;
+mod replicas;
 mod search;
 mod session;
 mod sessions;
