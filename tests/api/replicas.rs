@@ -110,3 +110,84 @@ async fn with_redis_unreachable_a_replica_counts_alone_and_says_so() {
     let alone = spawn_app_with(|_| {}).await;
     assert!(readiness(&alone).await.get("redis").is_none());
 }
+
+#[tokio::test]
+async fn a_key_revoked_on_one_replica_is_refused_by_the_other_at_once() {
+    let (database_url, _dir) = fresh_database().await;
+    let a = spawn_app_on(&database_url, |_| {}).await;
+    let b = spawn_app_on(&database_url, |_| {}).await;
+    let (status, created) = a
+        .call(
+            reqwest::Method::POST,
+            "/api/workspaces/default/keys/",
+            Some(serde_json::json!({"kind": "secret"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert_eq!(list(&b, &key).await.0, 200);
+
+    let (status, _) = a
+        .call(
+            reqwest::Method::DELETE,
+            &format!(
+                "/api/workspaces/default/keys/{}/",
+                created["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        list(&b, &key).await.0,
+        401,
+        "B still accepted a key revoked on A"
+    );
+}
+
+#[tokio::test]
+async fn a_task_started_on_one_replica_is_answered_by_the_other() {
+    let (database_url, _dir) = fresh_database().await;
+    let a = spawn_app_on(&database_url, |_| {}).await;
+    let b = spawn_app_on(&database_url, |_| {}).await;
+    let (_, session) = a
+        .call(
+            reqwest::Method::POST,
+            "/api/workspaces/default/chats/",
+            Some(serde_json::json!({"name": "tasks"})),
+        )
+        .await;
+    let chats = format!(
+        "/api/workspaces/default/chats/{}",
+        session["id"].as_str().unwrap()
+    );
+    let (status, accepted) = a
+        .call(
+            reqwest::Method::POST,
+            &format!("{chats}/messages/?async=true"),
+            Some(serde_json::json!({"role": "user", "content": "hello"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let task = format!(
+        "{chats}/messages/agent-task-status/{}/",
+        accepted["task_id"].as_str().unwrap()
+    );
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (status, seen) = b
+            .request_as(Some(&b.key), reqwest::Method::GET, &task, None)
+            .await;
+        assert_eq!(status, 200, "{seen}");
+        if seen["status"] == "completed" {
+            last = seen;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["status"], "completed", "B never saw A's task complete");
+    assert_eq!(
+        last["result"]["assistant_messages"][0]["content"], "Hello from the mock upstream.",
+        "{last}"
+    );
+}
