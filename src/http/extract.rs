@@ -230,6 +230,30 @@ pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A `true`/`false` (or `1`/`0`) query parameter, the last one given; anything else is 400.
+pub fn flag(pairs: &[(String, String)], name: &str) -> Result<Option<bool>, Error> {
+    match pairs.iter().rev().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => match v.to_ascii_lowercase().as_str() {
+            "true" | "1" => Ok(Some(true)),
+            "false" | "0" => Ok(Some(false)),
+            _ => Err(Error::bad_request(
+                name,
+                format!("{name} must be true or false"),
+            )),
+        },
+    }
+}
+
+/// Whether the client's `Accept` asks for an event stream.
+pub fn accepts_events(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
 /// Deserialises JSON, mapping syntax errors to 400 and shape errors to 422 naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let mut de = serde_json::Deserializer::from_slice(bytes);

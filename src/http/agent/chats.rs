@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::dto::{
@@ -15,7 +15,7 @@ use crate::domain::{GenEvent, Message, Role};
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::extract::JsonBody;
-use crate::http::extract::{Auth, parse_id, query_pairs};
+use crate::http::extract::{Auth, accepts_events, flag, parse_id, query_pairs};
 use crate::http::sse::last_event_id;
 use crate::http::workspace::stream::{json, response_with};
 use crate::service::{AnswerStream, StreamOpen};
@@ -188,22 +188,10 @@ pub async fn delete_chat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Whether the client asked for the answer as an event stream.
+/// Whether the client asked for the answer as an event stream (`?stream=`, else `Accept`).
 fn wants_stream(headers: &HeaderMap, query: Option<&str>) -> Result<bool, Error> {
     let pairs = query_pairs(query)?;
-    let accepts_events = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"));
-    match pairs.iter().rev().find(|(k, _)| k == "stream") {
-        None => Ok(accepts_events),
-        Some((_, v)) => match v.to_ascii_lowercase().as_str() {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err(Error::bad_request("stream", "stream must be true or false")),
-        },
-    }
+    Ok(flag(&pairs, "stream")?.unwrap_or_else(|| accepts_events(headers)))
 }
 
 fn done_data(message: Option<&Message>) -> String {

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::dto::{Exchange, MessageDto, PostMessage, Stopped, TaskAccepted, TaskStatus};
@@ -12,7 +12,7 @@ use super::{Body, Caller, stream};
 use crate::domain::GenEvent;
 use crate::error::Error;
 use crate::http::AppState;
-use crate::http::extract::{Auth, JsonBody, parse_id, query_pairs};
+use crate::http::extract::{Auth, JsonBody, accepts_events, flag, parse_id, query_pairs};
 use crate::http::sse::last_event_id;
 use crate::service::{AnswerStream, StreamOpen};
 
@@ -24,31 +24,12 @@ enum Reply {
     Stream,
 }
 
-fn flag(pairs: &[(String, String)], name: &str) -> Result<Option<bool>, Error> {
-    match pairs.iter().rev().find(|(k, _)| k == name) {
-        None => Ok(None),
-        Some((_, v)) => match v.to_ascii_lowercase().as_str() {
-            "true" | "1" => Ok(Some(true)),
-            "false" | "0" => Ok(Some(false)),
-            _ => Err(Error::bad_request(
-                name,
-                format!("{name} must be true or false"),
-            )),
-        },
-    }
-}
-
 impl Reply {
     /// `Accept: text/event-stream` or `?stream=true` streams; `?async=` overrides the server's
     /// default (`AGENT_ASYNC_ENABLED`) between a task and the answer.
     fn of(headers: &HeaderMap, query: Option<&str>, async_default: bool) -> Result<Self, Error> {
         let pairs = query_pairs(query)?;
-        let accepts_events = headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("text/event-stream"));
-        if flag(&pairs, "stream")?.unwrap_or(accepts_events) {
+        if flag(&pairs, "stream")?.unwrap_or_else(|| accepts_events(headers)) {
             return Ok(Reply::Stream);
         }
         Ok(if flag(&pairs, "async")?.unwrap_or(async_default) {
