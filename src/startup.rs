@@ -75,12 +75,16 @@ impl Sluice {
         let store = Store::open(settings.database_url()).await?;
         let credits: Arc<dyn crate::policy::Credits> =
             crate::policy::LocalCredits::new(store.clone());
-        let seams = Seams::single_process(&store, credits.clone());
         let prices = providers.clone();
         let price = move |provider: &str, model: &str, usage| {
             crate::generation::cost_micros(prices.price_of(provider, model), usage)
         };
-        let recovered = seams.leases.recover(&price).await?;
+        // With a shared Redis, several replicas may use this database; without one, this
+        // process must be the only one (`Leases::join` refuses otherwise).
+        let shared = settings.redis_url.is_some();
+        let seams = Seams::new(&store, credits.clone(), shared, Arc::new(price));
+        seams.leases.join().await.map_err(ConfigError::Invalid)?;
+        let recovered = seams.leases.recover().await?;
         if recovered > 0 {
             tracing::warn!(
                 count = recovered,

@@ -6,6 +6,7 @@ pub mod api_key;
 pub mod chat;
 pub mod generation;
 pub mod message;
+pub mod replica;
 pub mod share;
 pub mod usage_record;
 pub mod web_session;

@@ -7,6 +7,7 @@ mod m20261125_000002_web_sessions;
 mod m20261206_000003_generation_leases;
 mod m20261206_000004_key_rate_limits;
 mod m20261206_000005_agents;
+mod m20261206_000006_replicas;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000003_generation_leases::Migration),
             Box::new(m20261206_000004_key_rate_limits::Migration),
             Box::new(m20261206_000005_agents::Migration),
+            Box::new(m20261206_000006_replicas::Migration),
         ]
     }
 }

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 pub use live::{CancelReason, Live, ResumeError, StartAt, Subscription};
 pub use seams::{
-    Leases, LiveLogs, LocalLogs, LocalStops, Seams, SingleProcessLeases, StopHandler, StopSignal,
-    StopTarget,
+    DatabaseLeases, LEASE_EXPIRY, Leases, LiveLogs, LocalLogs, LocalStops, Seams, StopHandler,
+    StopSignal, StopTarget,
 };
 pub use spec::{GenerationSpec, SearchSpec, Storage};
 pub use task::cost_micros;
@@ -108,6 +108,16 @@ impl Hub {
         self.seams.logs.running_count()
     }
 
+    /// The running answer `message_id` of a chat: found even before its row is written (its
+    /// id is given to clients at once, in `X-Message-Id`).
+    pub fn running_answer(&self, chat_id: Uuid, message_id: Uuid) -> Option<Arc<Live>> {
+        self.seams
+            .logs
+            .of_chat(chat_id)
+            .into_iter()
+            .find(|live| live.message_id == message_id)
+    }
+
     /// A mark to take before reading a question's answer from the database, and to hand to
     /// [`Hub::answer`] with what was read: it tells whether the answer may have been saved
     /// after the read.
@@ -148,16 +158,17 @@ impl Hub {
         if let Some(live) = self.seams.logs.find(question_id).await {
             return Ok(live);
         }
-        if let Some(orphan) = saved {
-            // Left `streaming` by another process: replay what it saved.
-            return Ok(orphan);
-        }
-        // A generation started by a reader that held the lock before us may have finished (and
-        // left the registry, its row saved) since the read. Only then is a second read needed.
+        // A generation (started by a reader that held the lock before us, or by the post that
+        // asked the question) may have finished, left the registry and saved its row since the
+        // read: then the read is stale and a second one is needed.
         if self.forgotten.may_have_finished(mark.0, question_id)
             && let Some(answer) = self.store.answer_to(question_id).await?
         {
             return self.saved(answer).await;
+        }
+        if let Some(orphan) = saved {
+            // Left `streaming` by another process: replay what it saved.
+            return Ok(orphan);
         }
         if self.closing.is_cancelled() {
             return Err(Error::ShuttingDown);
@@ -341,13 +352,19 @@ impl Hub {
         }
     }
 
-    /// Renews this process's lease on its running generations, when it runs any.
+    /// Renews this process's heartbeat and its lease on its running generations, and saves
+    /// the answers of generations whose owner went silent.
     async fn renew_leases(&self) {
-        if self.seams.logs.running_count() == 0 {
-            return;
-        }
         if let Err(e) = self.seams.leases.renew().await {
-            tracing::warn!(error = %e, "renewing generation leases failed; will retry");
+            tracing::warn!(error = %e, "renewing leases failed; will retry");
+        }
+        match self.seams.leases.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                count = n,
+                "answers of a replica that stopped renewing its leases marked incomplete"
+            ),
+            Err(e) => tracing::warn!(error = %e, "recovering silent generations failed"),
         }
     }
 
@@ -391,5 +408,6 @@ impl Hub {
             }
             self.tasks.wait().await;
         }
+        self.seams.leases.leave().await;
     }
 }

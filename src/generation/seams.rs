@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sea_orm::DbErr;
@@ -24,12 +25,13 @@ pub struct Seams {
 }
 
 impl Seams {
-    /// Everything in this process: the only choice for SQLite, which one process owns.
-    pub fn single_process(store: &Store, credits: Arc<dyn Credits>) -> Self {
+    /// Logs and stops in this process, leases in the database (`shared`: other replicas may
+    /// use it too, through a shared Redis).
+    pub fn new(store: &Store, credits: Arc<dyn Credits>, shared: bool, cost: Arc<Pricing>) -> Self {
         Self {
             logs: Arc::new(LocalLogs::default()),
             stops: Arc::new(LocalStops::default()),
-            leases: Arc::new(SingleProcessLeases::new(store.clone())),
+            leases: Arc::new(DatabaseLeases::new(store.clone(), shared, cost)),
             credits,
         }
     }
@@ -139,49 +141,146 @@ impl StopSignal for LocalStops {
     }
 }
 
+/// How long a replica or a generation may stay silent before it counts as gone: two missed
+/// heartbeats (they are written every three seconds). With the sweep every three seconds, a
+/// dead replica's answers are saved within ten.
+pub const LEASE_EXPIRY: Duration = Duration::from_secs(7);
+
 /// Who owns which generation: each process writes its owner id on the generations it starts and
 /// renews a heartbeat while they run; recovery touches only generations whose owner is gone.
 #[async_trait]
 pub trait Leases: Send + Sync {
     /// The owner id this process writes on its generations.
     fn owner(&self) -> Uuid;
-    /// Renews this process's lease on its running generations.
+    /// Says this process uses the database, once at start-up, before [`Leases::recover`]. May
+    /// refuse: a replica without a shared store must be the only one.
+    async fn join(&self) -> Result<(), String>;
+    /// Renews this process's heartbeat and its lease on its running generations.
     async fn renew(&self) -> Result<(), DbErr>;
-    /// Saves the answers of generations whose owner is gone as `incomplete`, with their usage
-    /// estimated and priced by `cost`; returns how many.
-    async fn recover(&self, cost: &Pricing) -> Result<u64, DbErr>;
+    /// At start-up: saves the answers of generations whose owner is gone as `incomplete`, with
+    /// their usage estimated; returns how many.
+    async fn recover(&self) -> Result<u64, DbErr>;
+    /// While running: the same for generations whose owner stopped renewing its lease.
+    async fn sweep(&self) -> Result<u64, DbErr>;
+    /// Says this process stopped (a clean shutdown).
+    async fn leave(&self);
 }
 
-/// One process owns the database (SQLite, or one replica): every generation this process did
-/// not start has lost its owner. Heartbeats are written all the same, so that a database moved
-/// to several replicas keeps its history of who ran what.
-pub struct SingleProcessLeases {
+/// Leases in the database. Alone (`shared: false`, no Redis) a process must be the only one
+/// using the database: it waits for another replica's heartbeat to go silent and refuses to
+/// start if it does not, then takes every generation it did not start as orphaned. Among
+/// replicas that share a Redis (`shared: true`) a generation is orphaned only once its owner
+/// stopped renewing it, so a starting replica never touches a live replica's answers.
+pub struct DatabaseLeases {
     store: Store,
     owner: Uuid,
+    shared: bool,
+    cost: Arc<Pricing>,
 }
 
-impl SingleProcessLeases {
-    pub fn new(store: Store) -> Self {
+impl DatabaseLeases {
+    pub fn new(store: Store, shared: bool, cost: Arc<Pricing>) -> Self {
         Self {
             store,
             owner: Uuid::now_v7(),
+            shared,
+            cost,
         }
+    }
+
+    fn silent_since() -> chrono::DateTime<chrono::Utc> {
+        crate::store::now()
+            - chrono::Duration::from_std(LEASE_EXPIRY).unwrap_or(chrono::Duration::seconds(7))
     }
 }
 
+/// This process, for messages: host and process id.
+fn replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host} (pid {})", std::process::id())
+}
+
 #[async_trait]
-impl Leases for SingleProcessLeases {
+impl Leases for DatabaseLeases {
     fn owner(&self) -> Uuid {
         self.owner
     }
 
+    async fn join(&self) -> Result<(), String> {
+        let failed = |e: DbErr| format!("cannot register this replica: {e}");
+        if !self.shared {
+            // A replica that crashed leaves a heartbeat that goes silent within the expiry:
+            // wait that long for it rather than refuse a restart.
+            let deadline = tokio::time::Instant::now() + LEASE_EXPIRY + Duration::from_secs(1);
+            loop {
+                let others = self
+                    .store
+                    .other_replicas(self.owner, Self::silent_since())
+                    .await
+                    .map_err(failed)?;
+                let Some(other) = others.first() else { break };
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "another sluice replica ({}, alive at {}) uses this database; several \
+                         replicas must share a Redis: set SLUICE_REDIS_URL on each",
+                        other.name,
+                        other
+                            .heartbeat_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ));
+                }
+                tracing::info!(
+                    replica = %other.name,
+                    "waiting for another replica's heartbeat to go silent"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        self.store
+            .register_replica(self.owner, &replica_name(), self.shared)
+            .await
+            .map_err(failed)
+    }
+
     async fn renew(&self) -> Result<(), DbErr> {
+        self.store.replica_heartbeat(self.owner).await?;
         self.store.renew_leases(self.owner).await.map(|_| ())
     }
 
-    async fn recover(&self, cost: &Pricing) -> Result<u64, DbErr> {
+    async fn recover(&self) -> Result<u64, DbErr> {
+        let orphans = if self.shared {
+            Orphans::SilentSince {
+                since: Self::silent_since(),
+                except: self.owner,
+            }
+        } else {
+            Orphans::NotOwnedBy(self.owner)
+        };
         self.store
-            .recover_interrupted(Orphans::NotOwnedBy(self.owner), cost)
+            .recover_interrupted(orphans, self.cost.as_ref())
             .await
+    }
+
+    async fn sweep(&self) -> Result<u64, DbErr> {
+        self.store
+            .recover_interrupted(
+                Orphans::SilentSince {
+                    since: Self::silent_since(),
+                    except: self.owner,
+                },
+                self.cost.as_ref(),
+            )
+            .await
+    }
+
+    async fn leave(&self) {
+        if let Err(e) = self.store.remove_replica(self.owner).await {
+            tracing::warn!(error = %e, "could not unregister this replica");
+        }
     }
 }

@@ -154,7 +154,24 @@ impl Services {
         message_id: Uuid,
         resume: Option<ResumePoint>,
     ) -> Result<StreamOpen> {
-        let message = self.message_of(who, chat_id, message_id).await?;
+        let message = match self.message_of(who, chat_id, message_id).await {
+            Err(Error::NotFound(what)) => {
+                // A client that follows an answer the moment `X-Message-Id` names it can be
+                // ahead of the answer's row.
+                let chat = self.chat(who, chat_id).await?;
+                if let Some(live) = self.hub.running_answer(chat.id, message_id) {
+                    if resume.is_some_and(|r| r.at == crate::domain::ResumeAt::Done) {
+                        return Ok(StreamOpen::AlreadyDone);
+                    }
+                    return AnswerStream::open(live, resume).map(StreamOpen::Stream);
+                }
+                // Written, and finished, meanwhile.
+                self.message_of(who, chat_id, message_id)
+                    .await
+                    .map_err(|_| Error::NotFound(what))?
+            }
+            found => found?,
+        };
         self.open_stream(who, message.id, resume, Variant::Plain)
             .await
     }

@@ -39,8 +39,11 @@ pub type Pricing = dyn Fn(&str, &str, Usage) -> i64 + Send + Sync;
 pub enum Orphans {
     /// Every one not run by this owner (the database has one process).
     NotOwnedBy(Uuid),
-    /// Every one whose owner has not renewed its lease since then.
-    SilentSince(chrono::DateTime<chrono::Utc>),
+    /// Every one whose owner has not renewed its lease since then, except `except`'s own.
+    SilentSince {
+        since: chrono::DateTime<chrono::Utc>,
+        except: Uuid,
+    },
 }
 
 /// Usage that belongs to no stored message (the `/v1` dialect stores no text).
@@ -407,9 +410,17 @@ impl Store {
             Orphans::NotOwnedBy(owner) => Condition::any()
                 .add(generation::Column::OwnerId.is_null())
                 .add(generation::Column::OwnerId.ne(owner)),
-            Orphans::SilentSince(since) => Condition::any()
-                .add(generation::Column::HeartbeatAt.is_null())
-                .add(generation::Column::HeartbeatAt.lt(since)),
+            Orphans::SilentSince { since, except } => Condition::all()
+                .add(
+                    Condition::any()
+                        .add(generation::Column::OwnerId.is_null())
+                        .add(generation::Column::OwnerId.ne(except)),
+                )
+                .add(
+                    Condition::any()
+                        .add(generation::Column::HeartbeatAt.is_null())
+                        .add(generation::Column::HeartbeatAt.lt(since)),
+                ),
         };
         let orphaned: Vec<generation::Model> = generation::Entity::find()
             .filter(generation::Column::Status.eq("processing"))

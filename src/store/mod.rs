@@ -10,6 +10,8 @@ mod generations;
 mod keys;
 pub use keys::NewKey;
 mod messages;
+mod replicas;
+pub use replicas::OtherReplica;
 mod rows;
 mod sessions;
 mod shares;

@@ -54,7 +54,13 @@ async fn a_running_answer_carries_its_owner_and_a_heartbeat_that_is_renewed() {
     let silent_since = sluice::store::now() - chrono::TimeDelta::seconds(30);
     assert_eq!(
         store
-            .recover_interrupted(Orphans::SilentSince(silent_since), &free)
+            .recover_interrupted(
+                Orphans::SilentSince {
+                    since: silent_since,
+                    except: Uuid::nil(),
+                },
+                &free
+            )
             .await
             .unwrap(),
         0
@@ -116,7 +122,13 @@ async fn recovery_takes_only_the_generations_whose_owner_is_gone() {
     let before_renewal = sluice::store::now() - chrono::TimeDelta::seconds(10);
     assert_eq!(
         store
-            .recover_interrupted(Orphans::SilentSince(before_renewal), &free)
+            .recover_interrupted(
+                Orphans::SilentSince {
+                    since: before_renewal,
+                    except: Uuid::nil(),
+                },
+                &free
+            )
             .await
             .unwrap(),
         0
@@ -125,7 +137,13 @@ async fn recovery_takes_only_the_generations_whose_owner_is_gone() {
     let after_renewal = sluice::store::now();
     assert_eq!(
         store
-            .recover_interrupted(Orphans::SilentSince(after_renewal), &free)
+            .recover_interrupted(
+                Orphans::SilentSince {
+                    since: after_renewal,
+                    except: Uuid::nil(),
+                },
+                &free
+            )
             .await
             .unwrap(),
         1

@@ -21,6 +21,16 @@ fn redis_url() -> Option<String> {
     }
 }
 
+/// Replicas on one database share a Redis; where the test needs none, one that does not answer
+/// does (they then count rate limits alone).
+fn shared(settings: &mut Settings) {
+    let url = std::env::var("SLUICE_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:1".to_owned());
+    settings.redis_url = Some(SecretString::from(url));
+}
+
 fn limited(settings: &mut Settings, redis: &str) {
     settings.redis_url = Some(SecretString::from(redis.to_owned()));
     settings.rate_limits = RateLimits {
@@ -114,8 +124,8 @@ async fn with_redis_unreachable_a_replica_counts_alone_and_says_so() {
 #[tokio::test]
 async fn a_key_revoked_on_one_replica_is_refused_by_the_other_at_once() {
     let (database_url, _dir) = fresh_database().await;
-    let a = spawn_app_on(&database_url, |_| {}).await;
-    let b = spawn_app_on(&database_url, |_| {}).await;
+    let a = spawn_app_on(&database_url, shared).await;
+    let b = spawn_app_on(&database_url, shared).await;
     let (status, created) = a
         .call(
             reqwest::Method::POST,
@@ -148,8 +158,8 @@ async fn a_key_revoked_on_one_replica_is_refused_by_the_other_at_once() {
 #[tokio::test]
 async fn a_task_started_on_one_replica_is_answered_by_the_other() {
     let (database_url, _dir) = fresh_database().await;
-    let a = spawn_app_on(&database_url, |_| {}).await;
-    let b = spawn_app_on(&database_url, |_| {}).await;
+    let a = spawn_app_on(&database_url, shared).await;
+    let b = spawn_app_on(&database_url, shared).await;
     let (_, session) = a
         .call(
             reqwest::Method::POST,
@@ -189,5 +199,114 @@ async fn a_task_started_on_one_replica_is_answered_by_the_other() {
     assert_eq!(
         last["result"]["assistant_messages"][0]["content"], "Hello from the mock upstream.",
         "{last}"
+    );
+}
+
+/// The status of a chat's last answer, as stored.
+async fn answer_status(app: &TestApp, chat: &str) -> String {
+    app.services
+        .store()
+        .list_messages(chat.parse().unwrap(), false)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|m| m.role == "assistant")
+        .map(|m| m.status.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn without_redis_a_second_replica_refuses_to_start_naming_the_variable() {
+    use crate::lifecycle::{sluice_command, spawn_process};
+    let mock = crate::mock::MockUpstream::start().await.unwrap();
+    let (database_url, _dir) = fresh_database().await;
+    let first = spawn_process(sluice_command(&database_url, &mock));
+    let started = std::time::Instant::now();
+    let second = sluice_command(&database_url, &mock)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!second.status.success(), "a second replica started");
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("SLUICE_REDIS_URL"), "{said}");
+    // It waited for the first one's heartbeat to go silent before refusing.
+    assert!(
+        started.elapsed() >= Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(first);
+}
+
+#[tokio::test]
+async fn with_redis_a_starting_replica_leaves_a_live_replicas_answer_alone() {
+    let (database_url, _dir) = fresh_database().await;
+    let a = spawn_app_on(&database_url, shared).await;
+    a.mock.set_default(crate::lifecycle::slow(30, 50));
+    let chat = a.chat_with_question("long").await;
+    let mut sse = a
+        .stream(&format!("/conversations/inference/{chat}"), None)
+        .await;
+    let first = sse.next().await.unwrap();
+    assert_eq!(first.event, "message", "{first:?}");
+
+    let _b = spawn_app_on(&database_url, shared).await;
+    let events = sse.collect().await;
+    let done = crate::helpers::named(&events, "done").unwrap();
+    assert_eq!(
+        done["status"], "complete",
+        "B's start cut A's answer: {done}"
+    );
+    assert_eq!(answer_status(&a, &chat).await, "complete");
+}
+
+#[tokio::test]
+async fn a_killed_replicas_answer_is_marked_incomplete_by_another_within_the_lease() {
+    use crate::lifecycle::{sluice_command, spawn_process};
+    let (database_url, _dir) = fresh_database().await;
+    let b = spawn_app_on(&database_url, shared).await;
+    let mock = crate::mock::MockUpstream::start().await.unwrap();
+    mock.set_default(crate::lifecycle::slow(400, 50));
+    let mut command = sluice_command(&database_url, &mock);
+    let key = sluice::service::generate_key(KeyKind::Secret);
+    command.env("SLUICE_ADMIN_KEY", &key);
+    if let Some(url) = std::env::var("SLUICE_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        command.env("SLUICE_REDIS_URL", url);
+    } else {
+        command.env("SLUICE_REDIS_URL", "redis://127.0.0.1:1");
+    }
+    let mut a = spawn_process(command);
+    let client = reqwest::Client::new();
+    let chat_id = a.ask(&client, &key, "killed").await;
+    let mut sse = a.stream(&client, &key, &chat_id).await;
+    let mut seen = String::new();
+    while seen.len() < 20 {
+        let e = sse.next().await.unwrap();
+        if e.event == "message" {
+            seen.push_str(&e.data);
+        }
+    }
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+
+    // B's sweep finds the silent lease.
+    crate::helpers::eventually(Duration::from_secs(20), || async {
+        answer_status(&b, &chat_id).await == "incomplete"
+    })
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        killed.elapsed()
+    );
+    let saved = b.stored_answer(&chat_id).await;
+    assert!(
+        saved["message"].as_str().unwrap().starts_with("w0 w1 "),
+        "{saved}"
     );
 }

@@ -13,12 +13,15 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const WAIT = 20_000;
 
 const problems = [];
+const requests = [];
 let page;
 
 async function fail(message) {
   const shown = page ? await page.locator('#status').textContent().catch(() => '') : '';
   console.log(`FAIL ${message}${shown ? ` (the widget says: ${shown})` : ''}`);
   for (const p of problems) console.log(`  ${p}`);
+  for (const r of requests) console.log(`  ${r}`);
+  if (page) console.log(`  log: ${await page.locator('#log').innerHTML().catch(() => '')}`);
   process.exit(1);
 }
 
@@ -34,7 +37,10 @@ try {
   page.on('console', (m) => {
     if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console: ${m.text()}`);
   });
+  page.on('request', (r) => requests.push(`${r.method()} ${r.url()}`));
+  page.on('requestfailed', (r) => requests.push(`failed ${r.url()}: ${r.failure()?.errorText}`));
   page.on('response', (r) => {
+    requests.push(`${r.status()} ${r.url()}`);
     if (r.status() >= 400 && !r.url().endsWith('/favicon.ico')) problems.push(`HTTP ${r.status()} for ${r.url()}`);
   });
 
