@@ -81,8 +81,9 @@ impl Sluice {
         };
         // With a shared Redis, several replicas may use this database; without one, this
         // process must be the only one (`Leases::join` refuses otherwise).
-        let shared = settings.redis_url.is_some();
-        let seams = Seams::new(&store, credits.clone(), shared, Arc::new(price));
+        let redis = settings.redis_url.as_ref().map(|u| u.expose_secret());
+        let seams = Seams::new(&store, credits.clone(), redis, Arc::new(price))
+            .map_err(ConfigError::Invalid)?;
         seams.leases.join().await.map_err(ConfigError::Invalid)?;
         let recovered = seams.leases.recover().await?;
         if recovered > 0 {

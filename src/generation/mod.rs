@@ -7,6 +7,7 @@
 
 mod live;
 mod seams;
+mod shared_stops;
 mod spec;
 mod starting;
 mod task;
@@ -106,6 +107,16 @@ impl Hub {
 
     pub fn running_count(&self) -> usize {
         self.seams.logs.running_count()
+    }
+
+    /// Whether stops reach answers that other replicas run.
+    pub fn stops_are_shared(&self) -> bool {
+        self.seams.stops.shared()
+    }
+
+    /// How a stored answer that runs nowhere here ended.
+    pub async fn ended(&self, answer: Message) -> Result<Option<Arc<crate::domain::Finished>>> {
+        Ok(self.saved(answer).await?.finished())
     }
 
     /// The running answer `message_id` of a chat: found even before its row is written (its

@@ -25,15 +25,25 @@ pub struct Seams {
 }
 
 impl Seams {
-    /// Logs and stops in this process, leases in the database (`shared`: other replicas may
-    /// use it too, through a shared Redis).
-    pub fn new(store: &Store, credits: Arc<dyn Credits>, shared: bool, cost: Arc<Pricing>) -> Self {
-        Self {
+    /// Logs in this process, leases in the database; with `redis` (a Redis shared by
+    /// replicas), stops travel between replicas and other replicas may use the database too.
+    pub fn new(
+        store: &Store,
+        credits: Arc<dyn Credits>,
+        redis: Option<&str>,
+        cost: Arc<Pricing>,
+    ) -> Result<Self, String> {
+        let leases = DatabaseLeases::new(store.clone(), redis.is_some(), cost);
+        let stops: Arc<dyn StopSignal> = match redis {
+            Some(url) => Arc::new(super::shared_stops::RedisStops::new(url, leases.owner())?),
+            None => Arc::new(LocalStops::default()),
+        };
+        Ok(Self {
             logs: Arc::new(LocalLogs::default()),
-            stops: Arc::new(LocalStops::default()),
-            leases: Arc::new(DatabaseLeases::new(store.clone(), shared, cost)),
+            stops,
+            leases: Arc::new(leases),
             credits,
-        }
+        })
     }
 }
 
@@ -119,6 +129,10 @@ pub trait StopSignal: Send + Sync {
     fn send(&self, target: StopTarget);
     /// Hands the stops addressed to this process to `handler` (set once, by the hub).
     fn listen(&self, handler: StopHandler);
+    /// Whether a stop may reach answers that other replicas run.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Stops delivered within this process, at once.

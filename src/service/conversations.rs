@@ -9,12 +9,15 @@ use uuid::Uuid;
 use super::{Access, AnswerStream, KeyKind, Principal, Services};
 use crate::domain::Agent;
 use crate::domain::{
-    Chat, ChatName, Finished, Message, PromptMessage, ResumeAt, ResumePoint, Role,
+    Chat, ChatName, Finished, Message, MessageStatus, PromptMessage, ResumeAt, ResumePoint, Role,
 };
 use crate::error::{Error, Result};
 use crate::generation::{GenerationSpec, SearchSpec, Storage};
 use crate::providers::ChatRequest;
 use crate::store::NewChat;
+
+/// How long a stop waits for another replica to save the answer it stopped.
+const STOP_ELSEWHERE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Which kind of answer a stream asks for when it has to start one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,6 +349,33 @@ impl Services {
         AnswerStream::open(live, resume).map(StreamOpen::Stream)
     }
 
+    /// The answers of a chat that another replica runs, once the stop sent to it has been
+    /// handled there and they are saved (within a few seconds): the newest one's end.
+    async fn stopped_elsewhere(&self, chat_id: Uuid) -> Result<Option<Arc<Finished>>> {
+        let running = |messages: Vec<Message>| -> Vec<Message> {
+            messages
+                .into_iter()
+                .filter(|m| m.role == Role::Assistant && m.status == MessageStatus::Streaming)
+                .collect()
+        };
+        let waiting = running(self.store.list_messages(chat_id, false).await?);
+        let Some(newest) = waiting.iter().map(|m| m.id).max() else {
+            return Ok(None);
+        };
+        let deadline = tokio::time::Instant::now() + STOP_ELSEWHERE;
+        loop {
+            let answer = self
+                .store
+                .message(newest)
+                .await?
+                .ok_or(Error::NotFound("message"))?;
+            if answer.status != MessageStatus::Streaming || tokio::time::Instant::now() > deadline {
+                return self.hub.ended(answer).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the running answer of a chat and waits until its partial text is saved.
     pub async fn stop(&self, who: &Principal, chat_id: Uuid) -> Result<StopOutcome> {
         who.allow(Access::Backend)?;
@@ -362,6 +392,9 @@ impl Services {
             {
                 stopped = Some(done);
             }
+        }
+        if stopped.is_none() && self.hub.stops_are_shared() {
+            stopped = self.stopped_elsewhere(chat.id).await?;
         }
         Ok(StopOutcome {
             chat_id: chat.id,

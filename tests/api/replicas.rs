@@ -310,3 +310,41 @@ async fn a_killed_replicas_answer_is_marked_incomplete_by_another_within_the_lea
         "{saved}"
     );
 }
+
+#[tokio::test]
+async fn a_stop_asked_of_one_replica_cancels_the_answer_another_runs() {
+    let Some(redis) = redis_url() else { return };
+    let (database_url, _dir) = fresh_database().await;
+    let with_redis = |s: &mut Settings| s.redis_url = Some(SecretString::from(redis.clone()));
+    let a = spawn_app_on(&database_url, with_redis).await;
+    let b = spawn_app_on(&database_url, with_redis).await;
+    a.mock.set_default(crate::lifecycle::slow(400, 50));
+    let chat = a.chat_with_question("long").await;
+    let mut sse = a
+        .stream(&format!("/conversations/inference/{chat}"), None)
+        .await;
+    let first = sse.next().await.unwrap();
+    assert_eq!(first.event, "message", "{first:?}");
+    // A subscribed to stops in the background when it started; give a loaded machine time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let asked = std::time::Instant::now();
+    let (status, stopped) = b
+        .call(
+            reqwest::Method::POST,
+            &format!("/conversations/stop/{chat}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{stopped}");
+    assert!(
+        a.mock.wait_for_aborted(1, Duration::from_secs(1)).await,
+        "A's upstream call was not cut within 1 s of the stop"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    let events = sse.collect().await;
+    let done = crate::helpers::named(&events, "done").unwrap();
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(answer_status(&a, &chat).await, "cancelled");
+    assert!(stopped.to_string().contains("cancelled"), "{stopped}");
+}
