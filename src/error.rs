@@ -50,8 +50,9 @@ pub enum Error {
         limit: u32,
         retry_after: std::time::Duration,
     },
-    #[error("request body larger than {limit} bytes")]
-    PayloadTooLarge { limit: usize },
+    /// `what` (the request body, an uploaded file) is over `limit` bytes.
+    #[error("{what} is larger than {limit} bytes")]
+    PayloadTooLarge { what: &'static str, limit: usize },
     /// The request body stopped arriving for longer than the body timeout.
     #[error("the request body stopped arriving before it was complete")]
     RequestTimeout,

@@ -195,6 +195,7 @@ where
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 E::from(Error::PayloadTooLarge {
+                    what: "the request body",
                     limit: state.services.limits.max_body_bytes,
                 })
             } else if body_timed_out(&rejection) {

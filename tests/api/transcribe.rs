@@ -347,6 +347,7 @@ async fn an_upload_over_25_mb_is_refused_while_it_arrives() {
     let (status, body) = send(&app.client, &app.base, &app.key, streamed(&parts, 30 * MB)).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"], "payload_too_large");
+    assert_eq!(body["message"], "audio_file is larger than 26214400 bytes");
     // With a length: refused before a byte of the body is read.
     let (head, tail) = form(&parts);
     let announced = head.len() + 30 * MB + tail.len();

@@ -232,6 +232,7 @@ fn twice(field: &str) -> Error {
 
 fn too_large() -> Error {
     Error::PayloadTooLarge {
+        what: "audio_file",
         limit: MAX_AUDIO_BYTES as usize,
     }
 }
