@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
 use super::seams::{StopHandler, StopSignal, StopTarget};
@@ -24,15 +24,7 @@ pub struct RedisStops {
 
 impl RedisStops {
     pub fn new(url: &str, me: Uuid) -> Result<Self, String> {
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("SLUICE_REDIS_URL is not a Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1);
-        let publisher = client
-            .get_connection_manager_lazy(config)
-            .map_err(|e| format!("SLUICE_REDIS_URL: {e}"))?;
+        let (client, publisher) = crate::policy::connect_redis(url, Duration::from_secs(1))?;
         Ok(Self {
             me,
             client,

@@ -123,6 +123,19 @@ pub fn router(state: AppState) -> Router {
     ))
 }
 
+/// `response` with `Retry-After: seconds`, for the errors that say when to try again.
+pub(crate) fn with_retry_after(
+    mut response: axum::response::Response,
+    seconds: Option<u64>,
+) -> axum::response::Response {
+    if let Some(seconds) = seconds {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
 /// CORS for the configured origins: keys in headers, never credentials (the session cookie
 /// stays same-site). Preflights are answered here, before authentication.
 fn cors_layer(origins: &CorsOrigins) -> Option<tower_http::cors::CorsLayer> {

@@ -9,4 +9,4 @@ mod shared_rate;
 
 pub use credits::{Credits, LocalCredits, Reservation};
 pub use rate::{LocalRateLimiter, RateDecision, RateLimiter};
-pub use shared_rate::RedisRateLimiter;
+pub use shared_rate::{RedisRateLimiter, connect as connect_redis};

@@ -30,6 +30,25 @@ return {allowed, count, ttl}
 /// How long a request waits for Redis before it is counted locally instead.
 const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// A client of `SLUICE_REDIS_URL` and a connection manager that connects lazily and
+/// reconnects by itself (a Redis down at start-up is used once it answers); commands wait at
+/// most `response_timeout`.
+pub fn connect(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<(redis::Client, ConnectionManager), String> {
+    let client = redis::Client::open(url)
+        .map_err(|e| format!("SLUICE_REDIS_URL is not a Redis URL: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(1);
+    let manager = client
+        .get_connection_manager_lazy(config)
+        .map_err(|e| format!("SLUICE_REDIS_URL: {e}"))?;
+    Ok((client, manager))
+}
+
 pub struct RedisRateLimiter {
     redis: ConnectionManager,
     script: redis::Script,
@@ -42,15 +61,7 @@ impl RedisRateLimiter {
     /// A limiter on the Redis at `url`, connected lazily: a Redis that is down at start-up is
     /// used once it answers.
     pub fn new(url: &str, window: Duration) -> Result<Self, String> {
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("SLUICE_REDIS_URL is not a Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(1);
-        let redis = client
-            .get_connection_manager_lazy(config)
-            .map_err(|e| format!("SLUICE_REDIS_URL: {e}"))?;
+        let (_, redis) = connect(url, RESPONSE_TIMEOUT)?;
         Ok(Self {
             redis,
             script: redis::Script::new(HIT),

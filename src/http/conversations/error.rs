@@ -82,12 +82,7 @@ impl IntoResponse for ConvError {
             allowed_endpoints: matches!(self.0, Error::PublishableNotAllowed)
                 .then_some(super::PUBLISHABLE_ENDPOINTS),
         };
-        let mut response = (status, Json(body)).into_response();
-        if let Some(seconds) = self.0.retry_after_secs() {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        response
+        let response = (status, Json(body)).into_response();
+        crate::http::with_retry_after(response, self.0.retry_after_secs())
     }
 }

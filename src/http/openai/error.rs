@@ -112,13 +112,8 @@ impl IntoResponse for OpenAiError {
         if matches!(self.0, Error::RateLimited { .. }) {
             body.retry_after = retry_after;
         }
-        let mut response = (status, Json(body)).into_response();
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        response
+        let response = (status, Json(body)).into_response();
+        crate::http::with_retry_after(response, retry_after)
     }
 }
 

@@ -73,12 +73,7 @@ impl IntoResponse for WsError {
             field: self.0.field().map(str::to_owned),
             retry_after: retry_after.filter(|_| matches!(self.0, Error::RateLimited { .. })),
         };
-        let mut response = (status, Json(body)).into_response();
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, seconds.into());
-        }
-        response
+        let response = (status, Json(body)).into_response();
+        crate::http::with_retry_after(response, retry_after)
     }
 }
