@@ -17,6 +17,7 @@
 //! output (and to `--out`), and exits non-zero if any answer failed.
 
 mod conns;
+mod cross;
 mod drive;
 mod open;
 mod procs;
@@ -67,6 +68,19 @@ struct Args {
     /// Targets to drive [default: direct,conversations,v1].
     #[arg(long, value_delimiter = ',', value_enum)]
     targets: Option<Vec<Target>>,
+    /// Runs only the cross-replica scenario, at these numbers of answers at once: two sluice
+    /// processes on `--postgres` and `--redis`, every answer run by A and read on A and on B.
+    #[arg(long, value_delimiter = ',')]
+    cross_replica: Option<Vec<usize>>,
+    /// The Redis the cross-replica scenario's processes share.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis: String,
+    /// Tokens per answer in the cross-replica scenario.
+    #[arg(long, default_value_t = 100)]
+    cross_tokens: usize,
+    /// The mock's pause between tokens in the cross-replica scenario, in ms.
+    #[arg(long, default_value_t = 20)]
+    cross_delay_ms: u64,
     /// Conversation streams held open at once in the open-streams scenario; 0 skips it
     /// [default: 10000].
     #[arg(long)]
@@ -479,6 +493,36 @@ async fn run(args: Args, started: Instant) -> Result<bool> {
         ),
     };
 
+    if let Some(levels) = &args.cross_replica {
+        let outcome = cross_replica(
+            &args,
+            levels,
+            &database_url,
+            dir.path(),
+            &sluice_bin,
+            &mock_bin,
+        )
+        .await;
+        if let Some(pg) = &pg {
+            pg.drop_it().await;
+        }
+        let text = format!(
+            "# sluice cross-replica benchmark\n\nCommand: `{command}`\nRevision: {}\nMachine: {}\nDatabase: {database}\n\n{}",
+            revision(&manifest),
+            procs::machine(),
+            outcome?
+        );
+        {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
+        if let Some(path) = &args.out {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        return Ok(!text.contains("Some answers failed"));
+    }
     let outcome = run_with_database(
         &args,
         &plan,
@@ -560,6 +604,43 @@ struct Outcome {
     conns: Option<Result<conns::ConnsReport, String>>,
     logs: Vec<LogSummary>,
     fatal: Option<String>,
+}
+
+async fn cross_replica(
+    args: &Args,
+    levels: &[usize],
+    database_url: &str,
+    dir: &Path,
+    sluice_bin: &Path,
+    mock_bin: &Path,
+) -> Result<String> {
+    if args.postgres.is_none() {
+        bail!("--cross-replica needs --postgres (replicas share a PostgreSQL database)");
+    }
+    let mut mock_cmd = Command::new(mock_bin);
+    mock_cmd.args(["--listen", "127.0.0.1:0"]).current_dir(dir);
+    let mock = Proc::spawn("mock_upstream", mock_cmd, Duration::from_secs(30))?;
+    let mock_base = format!("http://{}", mock.addr);
+    let launch = Launch {
+        bin: sluice_bin.to_owned(),
+        dir: dir.to_owned(),
+        database_url: database_url.to_owned(),
+        key: format!("sk_live_{}", uuid::Uuid::new_v4().simple()),
+        mock_v1: format!("{mock_base}/v1"),
+        http2_streams: args.upstream_http2,
+        env: args.sluice_env.clone(),
+    };
+    let text = cross::run(
+        &launch,
+        &mock_base,
+        &args.redis,
+        levels,
+        args.cross_tokens,
+        args.cross_delay_ms,
+    )
+    .await;
+    mock.stop(Duration::from_secs(5));
+    text
 }
 
 async fn run_with_database(

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{Message, MessageStatus, StreamFailure, Usage};
 
 /// One piece of a streamed tool call; pieces with the same `index` belong together.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolCallDelta {
     pub index: u32,
     pub id: Option<String>,

@@ -54,6 +54,8 @@ pub struct Live {
     pub persisted: bool,
     /// Whether that row exists yet: it is inserted while the upstream call starts.
     row_ready: std::sync::atomic::AtomicBool,
+    /// A copy of a log that another replica runs, fed from the shared log.
+    follower: bool,
     state: Mutex<State>,
     version: watch::Sender<u64>,
     cancel: CancellationToken,
@@ -71,6 +73,7 @@ impl Live {
             question_id,
             persisted: true,
             row_ready: std::sync::atomic::AtomicBool::new(false),
+            follower: false,
             state: Mutex::new(State::default()),
             version: watch::Sender::new(0),
             cancel: CancellationToken::new(),
@@ -82,7 +85,7 @@ impl Live {
     /// A finished log rebuilt from the database, so that replay and live reading share one path.
     pub(crate) fn saved(row: Message, error: Option<StreamFailure>) -> Self {
         let live = Self::new(row.id, row.chat_id, row.reply_to.unwrap_or_default());
-        let (status, usage) = (row.status, row.usage);
+        let status = row.status;
         {
             let mut st = live.lock();
             st.text = row.content.clone();
@@ -101,19 +104,53 @@ impl Live {
                     st.marks.push((at, Mark::Failure(failure)));
                 }
             }
-            let citations = row.sources.as_ref().map(|sources| {
-                let count = sources.as_array().map_or(0, Vec::len);
-                crate::search::citations(&row.content, count)
-            });
-            st.finished = Some(Arc::new(Finished {
-                citations,
-                finish_reason: row.finish_reason.clone(),
-                message: Some(row),
-                status,
-                usage,
-            }));
+            st.finished = Some(Arc::new(finished_of(row)));
         }
         live
+    }
+
+    /// The copy, on this replica, of a running answer that another replica runs: written only
+    /// from the shared log (never checkpointed here), read by subscriptions like any log.
+    pub(crate) fn follower(message_id: Uuid, chat_id: Uuid, question_id: Uuid) -> Self {
+        Self {
+            persisted: false,
+            follower: true,
+            ..Self::new(message_id, chat_id, question_id)
+        }
+    }
+
+    /// Whether this log is a copy of one that another replica runs.
+    pub fn is_follower(&self) -> bool {
+        self.follower
+    }
+
+    /// Resolves once the text is at least `len` bytes long, the log has ended, or `limit`
+    /// passed: a copy of another replica's log may still be catching up with a reader who
+    /// read further on that replica.
+    pub async fn wait_len(&self, len: usize, limit: std::time::Duration) {
+        let mut rx = self.version.subscribe();
+        let waiting = async {
+            loop {
+                {
+                    let st = self.lock();
+                    if st.text.len() >= len || st.finished.is_some() {
+                        return;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, waiting).await;
+    }
+
+    /// The last failure in the log, if any.
+    pub(crate) fn last_failure(&self) -> Option<StreamFailure> {
+        self.lock().marks.iter().rev().find_map(|(_, m)| match m {
+            Mark::Failure(f) => Some(f.clone()),
+            Mark::ToolCall(_) => None,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -179,15 +216,9 @@ impl Live {
 
     /// The text so far and the last failure, for the task's final write.
     pub(crate) fn snapshot(&self) -> (String, Option<StreamFailure>, Option<Arc<Value>>) {
+        let failure = self.last_failure();
         let st = self.lock();
-        (
-            st.text.clone(),
-            st.marks.iter().rev().find_map(|(_, m)| match m {
-                Mark::Failure(f) => Some(f.clone()),
-                Mark::ToolCall(_) => None,
-            }),
-            st.sources.clone(),
-        )
+        (st.text.clone(), failure, st.sources.clone())
     }
 
     pub fn text_len(&self) -> usize {
@@ -279,6 +310,21 @@ impl Live {
     }
 }
 
+/// How a saved answer ended, as its row says.
+pub(crate) fn finished_of(row: Message) -> Finished {
+    let citations = row.sources.as_ref().map(|sources| {
+        let count = sources.as_array().map_or(0, Vec::len);
+        crate::search::citations(&row.content, count)
+    });
+    Finished {
+        citations,
+        finish_reason: row.finish_reason.clone(),
+        status: row.status,
+        usage: row.usage,
+        message: Some(row),
+    }
+}
+
 /// Where a reader starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartAt {
@@ -360,6 +406,14 @@ impl Subscription {
 
     pub fn live(&self) -> &Arc<Live> {
         &self.live
+    }
+
+    /// The next event if one is there, without waiting.
+    pub(crate) fn try_next(&mut self) -> Option<GenEvent> {
+        if self.ended {
+            return None;
+        }
+        self.poll()
     }
 
     /// The next event, waiting for the generation if needed; `None` after `Done`.

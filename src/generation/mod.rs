@@ -7,6 +7,7 @@
 
 mod live;
 mod seams;
+mod shared_logs;
 mod shared_stops;
 mod spec;
 mod starting;
@@ -21,8 +22,8 @@ use uuid::Uuid;
 
 pub use live::{CancelReason, Live, ResumeError, StartAt, Subscription};
 pub use seams::{
-    DatabaseLeases, LEASE_EXPIRY, Leases, LiveLogs, LocalLogs, LocalStops, Seams, StopHandler,
-    StopSignal, StopTarget,
+    Claim, DatabaseLeases, LEASE_EXPIRY, Leases, LiveLogs, LocalLogs, LocalStops, Seams,
+    StopHandler, StopSignal, StopTarget,
 };
 pub use spec::{GenerationSpec, SearchSpec, Storage};
 pub use task::cost_micros;
@@ -119,14 +120,10 @@ impl Hub {
         Ok(self.saved(answer).await?.finished())
     }
 
-    /// The running answer `message_id` of a chat: found even before its row is written (its
-    /// id is given to clients at once, in `X-Message-Id`).
-    pub fn running_answer(&self, chat_id: Uuid, message_id: Uuid) -> Option<Arc<Live>> {
-        self.seams
-            .logs
-            .of_chat(chat_id)
-            .into_iter()
-            .find(|live| live.message_id == message_id)
+    /// The running answer `message_id` of a chat, wherever it runs: found even before its row
+    /// is written (its id is given to clients at once, in `X-Message-Id`).
+    pub async fn running_answer(&self, chat_id: Uuid, message_id: Uuid) -> Option<Arc<Live>> {
+        self.seams.logs.running(chat_id, message_id).await
     }
 
     /// A mark to take before reading a question's answer from the database, and to hand to
@@ -178,20 +175,64 @@ impl Hub {
             return self.saved(answer).await;
         }
         if let Some(orphan) = saved {
-            // Left `streaming` by another process: replay what it saved.
-            return Ok(orphan);
+            return Ok(self.orphan(orphan).await);
         }
         if self.closing.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
         let spec = spec()?;
-        match spec.storage {
+        let chat_id = match spec.storage {
             Storage::Answer {
-                question_id: asked, ..
-            } if asked == question_id => self.start(spec).await,
-            _ => Err(Error::Internal(
-                "a stored answer's spec must name the question it answers".into(),
-            )),
+                question_id: asked,
+                chat_id,
+                ..
+            } if asked == question_id => chat_id,
+            _ => {
+                return Err(Error::Internal(
+                    "a stored answer's spec must name the question it answers".into(),
+                ));
+            }
+        };
+        // Among replicas, one decides: whoever claims the question first answers it.
+        let message_id = Uuid::now_v7();
+        if let Claim::Taken(live) = self
+            .seams
+            .logs
+            .claim(question_id, message_id, chat_id)
+            .await
+        {
+            return Ok(live);
+        }
+        if self.seams.logs.shared()
+            && let Some(answer) = self.store.answer_to(question_id).await?
+        {
+            // Another replica answered it, and let its claim go, since the read.
+            self.seams.logs.release(question_id, message_id).await;
+            let saved = self.saved(answer).await?;
+            return Ok(match saved.finished() {
+                Some(f) if f.status == MessageStatus::Streaming => self.orphan(saved.clone()).await,
+                _ => saved,
+            });
+        }
+        let started = self.launch(spec, message_id).await;
+        if started.is_err() {
+            self.seams.logs.release(question_id, message_id).await;
+        }
+        started
+    }
+
+    /// A saved answer still `streaming` that this process does not run: followed where logs
+    /// are shared (another replica runs it, or its owner is gone and the sweep will save it),
+    /// else replayed as saved (left by a process that stopped).
+    async fn orphan(&self, saved: Arc<Live>) -> Arc<Live> {
+        match self
+            .seams
+            .logs
+            .follow(saved.message_id, saved.chat_id, saved.question_id)
+            .await
+        {
+            Some(followed) => followed,
+            None => saved,
         }
     }
 
@@ -212,14 +253,43 @@ impl Hub {
         {
             return Ok(live);
         }
-        match spec.storage {
+        let chat_id = match spec.storage {
             Storage::Answer {
-                question_id: asked, ..
-            } if asked == question_id => self.start(spec).await,
-            _ => Err(Error::Internal(
-                "a stored answer's spec must name the question it answers".into(),
-            )),
+                question_id: asked,
+                chat_id,
+                ..
+            } if asked == question_id => chat_id,
+            _ => {
+                return Err(Error::Internal(
+                    "a stored answer's spec must name the question it answers".into(),
+                ));
+            }
+        };
+        let message_id = Uuid::now_v7();
+        // The stopped answer lets its claim go once it is saved, on whichever replica ran it.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match self
+                .seams
+                .logs
+                .claim(question_id, message_id, chat_id)
+                .await
+            {
+                Claim::Won => break,
+                Claim::Taken(live) => {
+                    if live.finished().is_none() && tokio::time::Instant::now() >= deadline {
+                        // Someone else started answering it again meanwhile.
+                        return Ok(live);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         }
+        let started = self.launch(spec, message_id).await;
+        if started.is_err() {
+            self.seams.logs.release(question_id, message_id).await;
+        }
+        started
     }
 
     /// The log of a saved answer, with the failure its generation recorded, if any.
@@ -232,6 +302,11 @@ impl Hub {
     /// A stored answer is started through [`Hub::answer`], which makes sure a question is
     /// answered once.
     pub async fn start(self: &Arc<Self>, spec: GenerationSpec) -> Result<Arc<Live>> {
+        self.launch(spec, Uuid::now_v7()).await
+    }
+
+    /// [`Hub::start`], with the id a stored answer gets (claimed by the caller).
+    async fn launch(self: &Arc<Self>, spec: GenerationSpec, message_id: Uuid) -> Result<Arc<Live>> {
         if self.closing.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -261,9 +336,8 @@ impl Hub {
                 agent_version,
             } => {
                 // The answer's rows are queued here and the task calls the provider once they
-                // exist (with a search step, while the search runs). The id is chosen here so
-                // that readers get their event ids at once.
-                let message_id = Uuid::now_v7();
+                // exist (with a search step, while the search runs). Its id is known before,
+                // so that readers get their event ids at once.
                 let live = Arc::new(Live::new(message_id, chat_id, question_id));
                 let new = NewGeneration {
                     message_id,
@@ -369,6 +443,7 @@ impl Hub {
         if let Err(e) = self.seams.leases.renew().await {
             tracing::warn!(error = %e, "renewing leases failed; will retry");
         }
+        self.seams.logs.renew();
         match self.seams.leases.sweep().await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -419,6 +494,8 @@ impl Hub {
             }
             self.tasks.wait().await;
         }
+        // Other replicas' readers get the end of every answer this one ran.
+        self.seams.logs.flush(Duration::from_secs(3)).await;
         self.seams.leases.leave().await;
     }
 }

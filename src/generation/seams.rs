@@ -34,17 +34,31 @@ impl Seams {
         cost: Arc<Pricing>,
     ) -> Result<Self, String> {
         let leases = DatabaseLeases::new(store.clone(), redis.is_some(), cost);
-        let stops: Arc<dyn StopSignal> = match redis {
-            Some(url) => Arc::new(super::shared_stops::RedisStops::new(url, leases.owner())?),
-            None => Arc::new(LocalStops::default()),
+        let (logs, stops): (Arc<dyn LiveLogs>, Arc<dyn StopSignal>) = match redis {
+            Some(url) => (
+                Arc::new(super::shared_logs::RedisLogs::new(url, store.clone())?),
+                Arc::new(super::shared_stops::RedisStops::new(url, leases.owner())?),
+            ),
+            None => (
+                Arc::new(LocalLogs::default()),
+                Arc::new(LocalStops::default()),
+            ),
         };
         Ok(Self {
-            logs: Arc::new(LocalLogs::default()),
+            logs,
             stops,
             leases: Arc::new(leases),
             credits,
         })
     }
+}
+
+/// The outcome of [`LiveLogs::claim`].
+pub enum Claim {
+    /// This process answers the question.
+    Won,
+    /// Another replica started an answer to it first: its log, as this process follows it.
+    Taken(Arc<Live>),
 }
 
 /// Where the logs of running generations are published, so that a reader arriving anywhere
@@ -55,8 +69,41 @@ impl Seams {
 pub trait LiveLogs: Send + Sync {
     /// Makes a new generation's log findable by its question until [`LiveLogs::retire`].
     fn publish(&self, live: Arc<Live>);
-    /// The running log answering `question_id`, if any.
+    /// The running log answering `question_id`, here or on another replica, if any.
     async fn find(&self, question_id: Uuid) -> Option<Arc<Live>>;
+    /// Whether other replicas may run the answers this process reads.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Decides, once among every replica, who answers `question_id` (in chat `chat_id`, with
+    /// the answer `message_id`). Within one process the hub's start lock already decides.
+    async fn claim(&self, _question_id: Uuid, _message_id: Uuid, _chat_id: Uuid) -> Claim {
+        Claim::Won
+    }
+    /// Gives up a claim that [`LiveLogs::claim`] won when no generation was started after all.
+    async fn release(&self, _question_id: Uuid, _message_id: Uuid) {}
+    /// The log of answer `message_id`, whose row says it is running but which this process
+    /// does not run: followed from the shared log. `None` where logs are not shared.
+    async fn follow(
+        &self,
+        _message_id: Uuid,
+        _chat_id: Uuid,
+        _question_id: Uuid,
+    ) -> Option<Arc<Live>> {
+        None
+    }
+    /// The running answer `message_id` of a chat, wherever it runs (found before its row is
+    /// written: its id is given to clients at once).
+    async fn running(&self, chat_id: Uuid, message_id: Uuid) -> Option<Arc<Live>> {
+        self.of_chat(chat_id)
+            .into_iter()
+            .find(|live| live.message_id == message_id)
+    }
+    /// Renews what this process holds in a shared store for its running generations (with its
+    /// leases).
+    fn renew(&self) {}
+    /// Waits, at most `limit`, until everything published reached the shared log (at shutdown).
+    async fn flush(&self, _limit: Duration) {}
     /// The running logs of a chat that this process runs.
     fn of_chat(&self, chat_id: Uuid) -> Vec<Arc<Live>>;
     /// Every running log this process runs.

@@ -9,6 +9,10 @@ use crate::domain::{GenEvent, ResumeAt, ResumePoint};
 use crate::error::{Error, Result};
 use crate::generation::{CancelReason, Live, ResumeError, StartAt, Subscription};
 
+/// How long a resume waits for this replica's copy of another replica's answer to reach the
+/// reader's offset.
+const FOLLOWER_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// One reader of one answer: its events in order, ending with `Done`.
 pub struct AnswerStream {
     sub: Subscription,
@@ -19,7 +23,7 @@ pub struct AnswerStream {
 
 impl AnswerStream {
     /// Reads `live` from where `resume` says (the beginning when it names another answer).
-    pub(super) fn open(live: Arc<Live>, resume: Option<ResumePoint>) -> Result<Self> {
+    pub(super) async fn open(live: Arc<Live>, resume: Option<ResumePoint>) -> Result<Self> {
         let start = match resume {
             Some(ResumePoint {
                 message_id,
@@ -27,6 +31,13 @@ impl AnswerStream {
             }) if message_id == live.message_id => StartAt::Offset(offset),
             _ => StartAt::Beginning,
         };
+        if let StartAt::Offset(offset) = start
+            && live.is_follower()
+        {
+            // This replica's copy of an answer another replica runs may still be catching up
+            // with what the reader was sent there.
+            live.wait_len(offset, FOLLOWER_CATCH_UP).await;
+        }
         let sub = Subscription::new(live, start).map_err(|e| match e {
             ResumeError::BeyondText { len } => Error::bad_request(
                 "Last-Event-ID",
@@ -47,7 +58,14 @@ impl AnswerStream {
     /// The only reader of an answer nobody can resume: dropping it before the end cancels the
     /// generation (its usage is still recorded).
     pub(super) fn sole(live: Arc<Live>) -> Result<Self> {
-        let mut stream = Self::open(live, None)?;
+        let sub = Subscription::new(live, StartAt::Beginning).map_err(|_| {
+            Error::Internal("a new answer cannot be read from its beginning".into())
+        })?;
+        let mut stream = Self {
+            sub,
+            cancel_if_left: false,
+            finished: false,
+        };
         stream.cancel_if_left = true;
         Ok(stream)
     }

@@ -346,7 +346,9 @@ impl Services {
                 self.answer_spec(who, &chat, agent.as_ref(), history, question, variant)
             })
             .await?;
-        AnswerStream::open(live, resume).map(StreamOpen::Stream)
+        AnswerStream::open(live, resume)
+            .await
+            .map(StreamOpen::Stream)
     }
 
     /// The answers of a chat that another replica runs, once the stop sent to it has been

@@ -159,11 +159,13 @@ impl Services {
                 // A client that follows an answer the moment `X-Message-Id` names it can be
                 // ahead of the answer's row.
                 let chat = self.chat(who, chat_id).await?;
-                if let Some(live) = self.hub.running_answer(chat.id, message_id) {
+                if let Some(live) = self.hub.running_answer(chat.id, message_id).await {
                     if resume.is_some_and(|r| r.at == crate::domain::ResumeAt::Done) {
                         return Ok(StreamOpen::AlreadyDone);
                     }
-                    return AnswerStream::open(live, resume).map(StreamOpen::Stream);
+                    return AnswerStream::open(live, resume)
+                        .await
+                        .map(StreamOpen::Stream);
                 }
                 // Written, and finished, meanwhile.
                 self.message_of(who, chat_id, message_id)
@@ -285,7 +287,7 @@ impl Services {
             *replaces = previous;
         }
         let live = self.hub.replace(question_id, spec).await?;
-        Ok((question, AnswerStream::open(live, None)?))
+        Ok((question, AnswerStream::open(live, None).await?))
     }
 
     /// Stops a chat's running answer, waits until it is saved, and returns how it ended.

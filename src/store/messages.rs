@@ -80,6 +80,19 @@ impl Store {
         Ok(found.map(rows::message))
     }
 
+    /// The messages among `ids` that are no longer `streaming`.
+    pub async fn settled_among(&self, ids: &[Uuid]) -> Result<Vec<Message>, DbErr> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = message::Entity::find()
+            .filter(message::Column::Id.is_in(ids.iter().copied()))
+            .filter(message::Column::Status.ne(crate::domain::MessageStatus::Streaming.as_str()))
+            .all(&self.reader)
+            .await?;
+        Ok(found.into_iter().map(rows::message).collect())
+    }
+
     /// The answer to a question, if one was started.
     pub async fn answer_to(&self, question_id: Uuid) -> Result<Option<Message>, DbErr> {
         let found = message::Entity::find()

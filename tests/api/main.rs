@@ -11,6 +11,7 @@ mod agents;
 mod auth;
 mod browser;
 mod chats;
+mod cluster;
 mod connections;
 mod credits;
 mod embed;
