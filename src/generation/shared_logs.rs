@@ -266,13 +266,18 @@ enum ToPublisher {
 pub struct RedisLogs {
     local: LocalLogs,
     redis: ConnectionManager,
+    /// Redis did not answer the last lookup or claim (said once in the log).
+    down: std::sync::atomic::AtomicBool,
     publisher: mpsc::UnboundedSender<ToPublisher>,
     reading: Arc<Reading>,
 }
 
 impl RedisLogs {
     pub fn new(url: &str, store: Store) -> Result<Self, String> {
-        let (client, redis) = crate::policy::connect_redis(url, Duration::from_secs(2))?;
+        // Lookups and claims are on a request's path: they wait for Redis half a second at most
+        // (the answer is then served alone). Batches of entries may take longer.
+        let (client, redis) = crate::policy::connect_redis(url, Duration::from_millis(500))?;
+        let (_, writer) = crate::policy::connect_redis(url, Duration::from_secs(2))?;
         // Blocking reads get their own connection, which waits longer than they block.
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -289,14 +294,31 @@ impl RedisLogs {
             wake_key: format!("sluice:wake:{}", Uuid::now_v7()),
             redis: redis.clone(),
         });
-        tokio::spawn(Publisher::new(redis.clone()).run(inbox));
+        tokio::spawn(Publisher::new(writer).run(inbox));
         tokio::spawn(read_loop(reading.clone(), reader));
         Ok(Self {
             local: LocalLogs::default(),
             redis,
+            down: std::sync::atomic::AtomicBool::new(false),
             publisher,
             reading,
         })
+    }
+
+    /// Notes how Redis answered a lookup or a claim; says so in the log when that changes.
+    fn answered(&self, error: Option<&redis::RedisError>) {
+        use std::sync::atomic::Ordering;
+        match error {
+            Some(error) if !self.down.swap(true, Ordering::Relaxed) => tracing::warn!(
+                %error,
+                "Redis does not answer: questions are answered here without a claim and \
+                 answers other replicas run cannot be found until it does"
+            ),
+            None if self.down.swap(false, Ordering::Relaxed) => {
+                tracing::info!("Redis answers again: answers are found and claimed there again");
+            }
+            _ => {}
+        }
     }
 
     /// Follows the answer whose claim value is `value`.
@@ -352,13 +374,10 @@ impl LiveLogs for RedisLogs {
             .arg(claim_key(question_id))
             .query_async(&mut self.redis.clone())
             .await;
+        self.answered(held.as_ref().err());
         match held {
             Ok(Some(value)) => self.follow_claim(question_id, &value).await,
-            Ok(None) => None,
-            Err(error) => {
-                tracing::warn!(%error, "Redis did not answer: answers running elsewhere cannot be found");
-                None
-            }
+            Ok(None) | Err(_) => None,
         }
     }
 
@@ -377,6 +396,7 @@ impl LiveLogs for RedisLogs {
             .arg(format!("{chat_id} {question_id}"))
             .query_async(&mut self.redis.clone())
             .await;
+        self.answered(won.as_ref().err());
         match won {
             Ok(Value::Int(1)) => Claim::Won,
             Ok(Value::BulkString(held)) => {
@@ -390,12 +410,9 @@ impl LiveLogs for RedisLogs {
                 tracing::warn!(reply = ?other, "unexpected reply to a claim; answering here");
                 Claim::Won
             }
-            Err(error) => {
-                // Serving alone beats not serving: the answer is started here; it is mirrored
-                // (and its claim taken back) once Redis answers.
-                tracing::warn!(%error, "Redis did not answer a claim; answering here");
-                Claim::Won
-            }
+            // Serving alone beats not serving: the answer is started here; it is mirrored (and
+            // its claim taken back) once Redis answers.
+            Err(_) => Claim::Won,
         }
     }
 
@@ -1032,8 +1049,10 @@ impl Reading {
             .arg("MAXLEN")
             .arg(1)
             .arg("*")
-            .arg("w")
-            .arg(1)
+            .arg("k")
+            .arg(Kind::Start.code())
+            .arg("v")
+            .arg("")
             .query_async(&mut self.redis.clone())
             .await;
         if let Err(error) = woken {
