@@ -15,6 +15,8 @@ use serde_json::json;
 
 /// One level's figures.
 pub struct CrossLevel {
+    /// Both readers on one replica without Redis (the baseline), or A runs and B follows.
+    pub alone: bool,
     pub streams: usize,
     pub tokens: usize,
     pub delay_ms: u64,
@@ -218,6 +220,7 @@ pub async fn level(
         }
     };
     let elapsed = started.elapsed();
+    let alone = a.1 == b.1;
     let cpu_after = (
         super::procs::cpu_ticks(Some(a.1))?,
         super::procs::cpu_ticks(Some(b.1))?,
@@ -262,6 +265,7 @@ pub async fn level(
         elapsed.as_secs_f64()
     );
     Ok(CrossLevel {
+        alone,
         streams,
         tokens,
         delay_ms,
@@ -275,7 +279,11 @@ pub async fn level(
         ttft_added_us: [percentile(&ttft, 0.5), percentile(&ttft, 0.99)],
         cpu_ms_per_1000: [
             ms(cpu_after.0 - cpu_before.0) * 1000.0 / total_tokens,
-            ms(cpu_after.1 - cpu_before.1) * 1000.0 / total_tokens,
+            if alone {
+                0.0
+            } else {
+                ms(cpu_after.1 - cpu_before.1) * 1000.0 / total_tokens
+            },
         ],
         redis_bytes_per_answer: match (before, mid) {
             (Some(before), Some(mid)) => Some((mid - before) / streams as i64),
@@ -290,13 +298,16 @@ pub async fn level(
 pub fn render(levels: &[CrossLevel]) -> String {
     let mut out = String::from(
         "## Cross-replica readers (A runs every answer, B follows it through Redis)\n\n\
-         | streams | tokens × delay | failed | added per delta p50 / p90 / p99 / max | \
+         The baseline rows run one replica without Redis, both readers on it: what a second \
+         reader costs and sees there.\n\n\
+         | readers | streams | tokens × delay | failed | added per delta p50 / p90 / p99 / max | \
          TTFT added p50 / p99 | CPU ms per 1,000 tokens A / B | Redis bytes per running answer | \
-         Redis commands per delta |\n|---|---|---|---|---|---|---|---|\n",
+         Redis commands per delta |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for l in levels {
         out.push_str(&format!(
-            "| {} | {} × {} ms | {} | {:.2} / {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.1} / {:.1} | {} | {:.3} |\n",
+            "| {} | {} | {} × {} ms | {} | {:.2} / {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.1} / {} | {} | {} |\n",
+            if l.alone { "both on one replica (baseline)" } else { "A runs, B follows" },
             l.streams,
             l.tokens,
             l.delay_ms,
@@ -308,14 +319,16 @@ pub fn render(levels: &[CrossLevel]) -> String {
             l.ttft_added_us[0] as f64 / 1000.0,
             l.ttft_added_us[1] as f64 / 1000.0,
             l.cpu_ms_per_1000[0],
-            l.cpu_ms_per_1000[1],
-            l.redis_bytes_per_answer
-                .map_or_else(|| "n/a".to_owned(), |b| b.to_string()),
-            l.commands_per_delta,
+            if l.alone { "–".to_owned() } else { format!("{:.1}", l.cpu_ms_per_1000[1]) },
+            match l.redis_bytes_per_answer {
+                Some(bytes) if !l.alone => bytes.to_string(),
+                _ => "–".to_owned(),
+            },
+            if l.alone { "–".to_owned() } else { format!("{:.3}", l.commands_per_delta) },
         ));
     }
     out.push_str("\nRedis commands by name (calls during each level):\n\n");
-    for l in levels {
+    for l in levels.iter().filter(|l| !l.alone) {
         let mut commands = l.commands.clone();
         commands.sort_by_key(|c| std::cmp::Reverse(c.1));
         let list: Vec<String> = commands
@@ -345,11 +358,30 @@ pub async fn run(
     let chunks = super::tokens_text("t", tokens);
     super::drive::set_mock_default(&client, mock, &chunks, 0, delay_ms).await?;
     let expected = chunks.concat();
+    let mut results = Vec::new();
+    // The baseline: one replica, no Redis, both readers on it.
+    let lone = super::start_sluice(launch, &[]).await?;
+    let base = format!("http://{}", lone.addr);
+    for &streams in levels {
+        let level = level(
+            &client,
+            (&base, lone.pid()),
+            (&base, lone.pid()),
+            &launch.key,
+            redis_url,
+            streams,
+            tokens,
+            delay_ms,
+            &expected,
+        )
+        .await?;
+        results.push(level);
+    }
+    lone.stop(Duration::from_secs(10));
     let extra = [("SLUICE_REDIS_URL", redis_url)];
     let a = super::start_sluice(launch, &extra).await?;
     let b = super::start_sluice(launch, &extra).await?;
     let (base_a, base_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
-    let mut results = Vec::new();
     for &streams in levels {
         let level = level(
             &client,

@@ -606,6 +606,31 @@ struct Outcome {
     fatal: Option<String>,
 }
 
+/// Starts the mock upstream; returns it, its base URL, and how sluice is to be started on it.
+fn start_mock(
+    args: &Args,
+    database_url: &str,
+    dir: &Path,
+    sluice_bin: &Path,
+    mock_bin: &Path,
+) -> Result<(Proc, String, Launch)> {
+    let mut mock_cmd = Command::new(mock_bin);
+    mock_cmd.args(["--listen", "127.0.0.1:0"]).current_dir(dir);
+    let mock = Proc::spawn("mock_upstream", mock_cmd, Duration::from_secs(30))?;
+    let mock_base = format!("http://{}", mock.addr);
+    eprintln!("bench: mock upstream on {mock_base}");
+    let launch = Launch {
+        bin: sluice_bin.to_owned(),
+        dir: dir.to_owned(),
+        database_url: database_url.to_owned(),
+        key: format!("sk_live_{}", uuid::Uuid::new_v4().simple()),
+        mock_v1: format!("{mock_base}/v1"),
+        http2_streams: args.upstream_http2,
+        env: args.sluice_env.clone(),
+    };
+    Ok((mock, mock_base, launch))
+}
+
 async fn cross_replica(
     args: &Args,
     levels: &[usize],
@@ -617,19 +642,7 @@ async fn cross_replica(
     if args.postgres.is_none() {
         bail!("--cross-replica needs --postgres (replicas share a PostgreSQL database)");
     }
-    let mut mock_cmd = Command::new(mock_bin);
-    mock_cmd.args(["--listen", "127.0.0.1:0"]).current_dir(dir);
-    let mock = Proc::spawn("mock_upstream", mock_cmd, Duration::from_secs(30))?;
-    let mock_base = format!("http://{}", mock.addr);
-    let launch = Launch {
-        bin: sluice_bin.to_owned(),
-        dir: dir.to_owned(),
-        database_url: database_url.to_owned(),
-        key: format!("sk_live_{}", uuid::Uuid::new_v4().simple()),
-        mock_v1: format!("{mock_base}/v1"),
-        http2_streams: args.upstream_http2,
-        env: args.sluice_env.clone(),
-    };
+    let (mock, mock_base, launch) = start_mock(args, database_url, dir, sluice_bin, mock_bin)?;
     let text = cross::run(
         &launch,
         &mock_base,
@@ -652,21 +665,7 @@ async fn run_with_database(
     mock_bin: &Path,
     fd_limit: u64,
 ) -> Result<Outcome> {
-    let mut mock_cmd = Command::new(mock_bin);
-    mock_cmd.args(["--listen", "127.0.0.1:0"]).current_dir(dir);
-    let mock = Proc::spawn("mock_upstream", mock_cmd, Duration::from_secs(30))?;
-    let mock_base = format!("http://{}", mock.addr);
-    eprintln!("bench: mock upstream on {mock_base}");
-
-    let launch = Launch {
-        bin: sluice_bin.to_owned(),
-        dir: dir.to_owned(),
-        database_url: database_url.to_owned(),
-        key: format!("sk_live_{}", uuid::Uuid::new_v4().simple()),
-        mock_v1: format!("{mock_base}/v1"),
-        http2_streams: args.upstream_http2,
-        env: args.sluice_env.clone(),
-    };
+    let (mock, mock_base, launch) = start_mock(args, database_url, dir, sluice_bin, mock_bin)?;
     let mut sluice = start_sluice(&launch, &[]).await?;
     eprintln!(
         "bench: sluice on http://{} (pid {})",

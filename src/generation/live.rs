@@ -56,6 +56,10 @@ pub struct Live {
     row_ready: std::sync::atomic::AtomicBool,
     /// A copy of a log that another replica runs, fed from the shared log.
     follower: bool,
+    /// Told when the log changes (see [`Live::watch`]).
+    watcher: std::sync::OnceLock<Watcher>,
+    /// Changed since the watcher last read it.
+    dirty: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     version: watch::Sender<u64>,
     cancel: CancellationToken,
@@ -74,6 +78,8 @@ impl Live {
             persisted: true,
             row_ready: std::sync::atomic::AtomicBool::new(false),
             follower: false,
+            watcher: std::sync::OnceLock::new(),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State::default()),
             version: watch::Sender::new(0),
             cancel: CancellationToken::new(),
@@ -160,6 +166,24 @@ impl Live {
 
     fn bump(&self) {
         self.version.send_modify(|v| *v = v.wrapping_add(1));
+        if let Some(watcher) = self.watcher.get()
+            && !self.dirty.swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            (watcher.0)(self.message_id);
+        }
+    }
+
+    /// Calls `hook` with the answer's id when the log changes, once until
+    /// [`Live::clear_dirty`]: a single reader of many logs (the shared log's publisher) learns
+    /// which ones to read without a task per log. Set once.
+    pub(crate) fn watch(&self, hook: Box<dyn Fn(Uuid) + Send + Sync>) {
+        let _ = self.watcher.set(Watcher(hook));
+    }
+
+    /// Called by the watcher before it reads the log: a change after this calls it again.
+    pub(crate) fn clear_dirty(&self) {
+        self.dirty
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     /// Appends upstream text, normalising line breaks. Returns the new length.
@@ -307,6 +331,15 @@ impl Live {
                 tokio::task::yield_now().await;
             }
         }
+    }
+}
+
+/// See [`Live::watch`].
+struct Watcher(Box<dyn Fn(Uuid) + Send + Sync>);
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watcher")
     }
 }
 

@@ -47,6 +47,20 @@ const LEASE_RENEWAL: Duration = Duration::from_secs(3);
 #[derive(Clone, Copy, Debug)]
 pub struct StartMark(u64);
 
+/// The chat in which a stored answer's spec answers `question_id`; any other spec is a bug.
+fn answered_in(spec: &GenerationSpec, question_id: Uuid) -> Result<Uuid> {
+    match spec.storage {
+        Storage::Answer {
+            question_id: asked,
+            chat_id,
+            ..
+        } if asked == question_id => Ok(chat_id),
+        _ => Err(Error::Internal(
+            "a stored answer's spec must name the question it answers".into(),
+        )),
+    }
+}
+
 /// The registry of running generations of this process.
 pub struct Hub {
     store: Store,
@@ -181,18 +195,7 @@ impl Hub {
             return Err(Error::ShuttingDown);
         }
         let spec = spec()?;
-        let chat_id = match spec.storage {
-            Storage::Answer {
-                question_id: asked,
-                chat_id,
-                ..
-            } if asked == question_id => chat_id,
-            _ => {
-                return Err(Error::Internal(
-                    "a stored answer's spec must name the question it answers".into(),
-                ));
-            }
-        };
+        let chat_id = answered_in(&spec, question_id)?;
         // Among replicas, one decides: whoever claims the question first answers it.
         let message_id = Uuid::now_v7();
         if let Claim::Taken(live) = self
@@ -214,6 +217,16 @@ impl Hub {
                 _ => saved,
             });
         }
+        self.launch_claimed(spec, question_id, message_id).await
+    }
+
+    /// Starts a claimed answer; the claim is given up if it cannot start.
+    async fn launch_claimed(
+        self: &Arc<Self>,
+        spec: GenerationSpec,
+        question_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<Arc<Live>> {
         let started = self.launch(spec, message_id).await;
         if started.is_err() {
             self.seams.logs.release(question_id, message_id).await;
@@ -253,18 +266,7 @@ impl Hub {
         {
             return Ok(live);
         }
-        let chat_id = match spec.storage {
-            Storage::Answer {
-                question_id: asked,
-                chat_id,
-                ..
-            } if asked == question_id => chat_id,
-            _ => {
-                return Err(Error::Internal(
-                    "a stored answer's spec must name the question it answers".into(),
-                ));
-            }
-        };
+        let chat_id = answered_in(&spec, question_id)?;
         let message_id = Uuid::now_v7();
         // The stopped answer lets its claim go once it is saved, on whichever replica ran it.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -285,11 +287,7 @@ impl Hub {
                 }
             }
         }
-        let started = self.launch(spec, message_id).await;
-        if started.is_err() {
-            self.seams.logs.release(question_id, message_id).await;
-        }
-        started
+        self.launch_claimed(spec, question_id, message_id).await
     }
 
     /// The log of a saved answer, with the failure its generation recorded, if any.

@@ -9,10 +9,12 @@
 //! same events get the same ids however the text was cut: when Redis loses a stream (a restart)
 //! the owner writes it again from its own log and readers go on where they were, byte for byte.
 //!
-//! Writing: every running answer has a forwarder (a subscription from the beginning, like any
-//! reader) that hands its events to one publisher task per process. The publisher merges the
-//! text that piled up while Redis answered the last batch and writes every answer's new entries
-//! in one pipeline: one `XADD` per answer per batch, however many tokens came meanwhile.
+//! Writing: one publisher task per process reads every running answer through a subscription
+//! from the beginning, like any reader. An answer's log tells it when it changed (once, until
+//! it is read: a token costs the log an atomic flag, no task wake-up); the publisher reads the
+//! answers that changed, so the text that piled up while Redis answered the last batch comes as
+//! one delta, and writes every answer's new entries in one pipeline: one `XADD` per answer per
+//! batch, however many tokens came meanwhile.
 //!
 //! Reading: readers on this replica read a local copy of the log ([`Live::follower`]), fed by
 //! one task per process that waits in one `XREAD BLOCK` over every followed stream, on its own
@@ -249,16 +251,32 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What the forwarders and the hub tell the publisher.
+/// What the hub tells the publisher.
 enum ToPublisher {
     /// A generation started here: mirror its log.
     Mirror(Arc<Live>),
-    /// The next entry of a mirrored log.
-    Entry(Uuid, Entry),
     /// Renew the claims of the running generations.
     Renew,
     /// Answer once everything received so far is written.
     Flush(oneshot::Sender<()>),
+}
+
+/// The mirrored logs that changed since the publisher last read them.
+#[derive(Default)]
+struct Changed {
+    ids: Mutex<Vec<Uuid>>,
+    wake: Notify,
+}
+
+impl Changed {
+    fn note(&self, id: Uuid) {
+        lock(&self.ids).push(id);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *lock(&self.ids))
+    }
 }
 
 /// Running logs shared with other replicas through Redis. Generations this process runs are
@@ -269,6 +287,7 @@ pub struct RedisLogs {
     /// Redis did not answer the last lookup or claim (said once in the log).
     down: std::sync::atomic::AtomicBool,
     publisher: mpsc::UnboundedSender<ToPublisher>,
+    changed: Arc<Changed>,
     reading: Arc<Reading>,
 }
 
@@ -294,13 +313,15 @@ impl RedisLogs {
             wake_key: format!("sluice:wake:{}", Uuid::now_v7()),
             redis: redis.clone(),
         });
-        tokio::spawn(Publisher::new(writer).run(inbox));
+        let changed = Arc::new(Changed::default());
+        tokio::spawn(Publisher::new(writer, changed.clone()).run(inbox));
         tokio::spawn(read_loop(reading.clone(), reader));
         Ok(Self {
             local: LocalLogs::default(),
             redis,
             down: std::sync::atomic::AtomicBool::new(false),
             publisher,
+            changed,
             reading,
         })
     }
@@ -337,30 +358,9 @@ impl LiveLogs for RedisLogs {
             // An unstored answer has one reader, on this replica.
             return;
         }
-        if self
-            .publisher
-            .send(ToPublisher::Mirror(live.clone()))
-            .is_err()
-        {
-            return;
-        }
-        let publisher = self.publisher.clone();
-        tokio::spawn(async move {
-            let message_id = live.message_id;
-            let Ok(mut sub) = Subscription::new(live, StartAt::Beginning) else {
-                return;
-            };
-            let mut ids = Ids::new();
-            while let Some(event) = sub.next().await {
-                if let Some(entry) = ids.entry(event)
-                    && publisher
-                        .send(ToPublisher::Entry(message_id, entry))
-                        .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let changed = self.changed.clone();
+        live.watch(Box::new(move |id| changed.note(id)));
+        let _ = self.publisher.send(ToPublisher::Mirror(live));
     }
 
     async fn find(&self, question_id: Uuid) -> Option<Arc<Live>> {
@@ -514,6 +514,9 @@ impl LiveLogs for RedisLogs {
 /// One mirrored log: what Redis holds of it, and what is still to write.
 struct Mirror {
     live: Arc<Live>,
+    /// Reads the log from its beginning, as entries.
+    sub: Subscription,
+    ids: Ids,
     key: String,
     claim_key: String,
     claim: String,
@@ -527,16 +530,28 @@ struct Mirror {
 }
 
 impl Mirror {
-    fn new(live: Arc<Live>) -> Self {
-        Self {
+    fn new(live: Arc<Live>) -> Option<Self> {
+        Some(Self {
             key: log_key(live.message_id),
             claim_key: claim_key(live.question_id),
             claim: claim_value(live.message_id, live.chat_id),
+            sub: Subscription::new(live.clone(), StartAt::Beginning).ok()?,
+            ids: Ids::new(),
             live,
             written: EntryId::START,
             pending: Vec::new(),
             rewrite: false,
             ended: false,
+        })
+    }
+
+    /// Queues what the log gained since it was last read.
+    fn read(&mut self) {
+        self.live.clear_dirty();
+        while let Some(event) = self.sub.try_next() {
+            if let Some(entry) = self.ids.entry(event) {
+                self.push(entry);
+            }
         }
     }
 
@@ -602,6 +617,7 @@ fn xadd(pipe: &mut redis::Pipeline, key: &str, entry: &Entry, must_exist: bool) 
 /// Writes the logs of this process's generations into Redis, one pipeline per batch.
 struct Publisher {
     redis: ConnectionManager,
+    changed: Arc<Changed>,
     mirrors: HashMap<Uuid, Mirror>,
     flushes: Vec<oneshot::Sender<()>>,
     renew: bool,
@@ -611,9 +627,10 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(redis: ConnectionManager) -> Self {
+    fn new(redis: ConnectionManager, changed: Arc<Changed>) -> Self {
         Self {
             redis,
+            changed,
             mirrors: HashMap::new(),
             flushes: Vec::new(),
             renew: false,
@@ -625,11 +642,9 @@ impl Publisher {
     fn take(&mut self, message: ToPublisher) {
         match message {
             ToPublisher::Mirror(live) => {
-                self.mirrors.insert(live.message_id, Mirror::new(live));
-            }
-            ToPublisher::Entry(id, entry) => {
-                if let Some(mirror) = self.mirrors.get_mut(&id) {
-                    mirror.push(entry);
+                if let Some(mut mirror) = Mirror::new(live) {
+                    mirror.read();
+                    self.mirrors.insert(mirror.live.message_id, mirror);
                 }
             }
             ToPublisher::Renew => self.renew = true,
@@ -655,14 +670,22 @@ impl Publisher {
                         let _ = done.send(());
                     }
                 }
-                match inbox.recv().await {
-                    Some(message) => self.take(message),
-                    None => return,
+                tokio::select! {
+                    message = inbox.recv() => match message {
+                        Some(message) => self.take(message),
+                        None => return,
+                    },
+                    () = self.changed.wake.notified() => {}
                 }
             }
             // Everything that came while the last batch was written goes in this one.
             while let Ok(message) = inbox.try_recv() {
                 self.take(message);
+            }
+            for id in self.changed.take() {
+                if let Some(mirror) = self.mirrors.get_mut(&id) {
+                    mirror.read();
+                }
             }
             match self.write().await {
                 Ok(()) => {
@@ -1407,7 +1430,7 @@ mod tests {
     #[test]
     fn queued_text_is_merged() {
         let live = Arc::new(Live::new(Uuid::nil(), Uuid::nil(), Uuid::nil()));
-        let mut mirror = Mirror::new(live);
+        let mut mirror = Mirror::new(live).unwrap();
         mirror.push(text(2, "ab"));
         mirror.push(text(5, "cde"));
         assert_eq!(mirror.pending.len(), 1);

@@ -433,3 +433,184 @@ async fn an_answer_followed_across_processes_survives_a_redis_restart() {
         a.stderr()
     );
 }
+
+impl Cluster {
+    /// A request to `path` on `on` with the admin key: status and JSON body.
+    async fn call(
+        &self,
+        on: &Process,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", on.base))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn the_workspace_dialect_follows_stops_and_regenerates_an_answer_the_other_process_runs() {
+    use reqwest::Method;
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::new(redis).await;
+    cluster.mock.set_default(accented(400, 50));
+    let a = cluster.replica();
+    let b = cluster.replica();
+    let (status, created) = cluster
+        .call(
+            &a,
+            Method::POST,
+            "/api/workspaces/default/chats/",
+            Some(json!({"name": "s"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let session = format!(
+        "/api/workspaces/default/chats/{}",
+        created["id"].as_str().unwrap()
+    );
+    let question = |text: &str| json!({"role": "user", "content": text});
+
+    // Asked on A as a task; followed on B by the answer's id.
+    let (status, asked) = cluster
+        .call(
+            &a,
+            Method::POST,
+            &format!("{session}/messages/?async=true"),
+            Some(question("long")),
+        )
+        .await;
+    assert_eq!(status, 202, "{asked}");
+    let answer = asked["task_id"].as_str().unwrap().to_owned();
+    let mut on_b = SseClient::new(
+        cluster
+            .client
+            .get(format!("{}{session}/messages/{answer}/stream/", b.base))
+            .bearer_auth(&cluster.key)
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(on_b.status, 200);
+    assert_eq!(on_b.next().await.unwrap().event, "delta");
+
+    // Stopped from B: A's upstream call is cut, B's reader gets its end.
+    let (status, stopped) = cluster
+        .call(&b, Method::POST, &format!("{session}/stop/"), None)
+        .await;
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["stopped"], true, "{stopped}");
+    assert_eq!(stopped["status"], "cancelled", "{stopped}");
+    assert!(
+        cluster
+            .mock
+            .wait_for_aborted(1, Duration::from_secs(1))
+            .await
+    );
+    let rest = on_b.collect().await;
+    assert_eq!(rest.last().unwrap().event, "done", "{rest:?}");
+
+    // Regenerated on B: a new answer replaces the stopped one.
+    cluster.mock.push(Script::text(&["re", "gen"]));
+    let (status, again) = cluster
+        .call(
+            &b,
+            Method::POST,
+            &format!("{session}/messages/regenerate/"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["assistant_messages"][0]["content"], "regen");
+
+    // Regenerated on B while A runs the answer: A's is stopped first, then B answers.
+    let requests = cluster.mock.request_count();
+    let (status, running) = cluster
+        .call(
+            &a,
+            Method::POST,
+            &format!("{session}/messages/?async=true"),
+            Some(question("again")),
+        )
+        .await;
+    assert_eq!(status, 202, "{running}");
+    eventually(Duration::from_secs(5), || async {
+        cluster.mock.request_count() > requests
+    })
+    .await;
+    cluster.mock.push(Script::text(&["short"]));
+    let (status, replaced) = cluster
+        .call(
+            &b,
+            Method::POST,
+            &format!("{session}/messages/regenerate/"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{replaced}");
+    assert_eq!(
+        replaced["user_message"]["id"],
+        running["user_message"]["id"]
+    );
+    assert_eq!(replaced["assistant_messages"][0]["content"], "short");
+    assert!(
+        cluster
+            .mock
+            .wait_for_aborted(2, Duration::from_secs(5))
+            .await,
+        "A's running answer was not cut"
+    );
+    let (_, listed) = cluster
+        .call(&a, Method::GET, &format!("{session}/messages/"), None)
+        .await;
+    let answers: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers, ["regen", "short"]);
+}
+
+#[tokio::test]
+async fn a_reader_that_finds_the_beginning_trimmed_from_redis_gets_it_from_the_saved_row() {
+    let Some(redis) = redis_url() else { return };
+    let cluster = Cluster::new(redis.clone()).await;
+    cluster.mock.set_default(accented(150, 30));
+    let a = cluster.replica();
+    let b = cluster.replica();
+    let chat = a.ask(&cluster.client, &cluster.key, "trimmed").await;
+    let mut on_a = cluster.stream(&a, &chat, None).await;
+    let (_, id) = read_until(&mut on_a, 200).await;
+    let message = id.split(':').next().unwrap().to_owned();
+
+    // As the length cap does to a long answer: only the newest entry is left.
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let trimmed: i64 = redis::cmd("XTRIM")
+        .arg(format!("sluice:log:{message}"))
+        .arg("MAXLEN")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(trimmed > 10, "{trimmed}");
+
+    let mut on_b = cluster.stream(&b, &chat, None).await;
+    let (rest_a, all_b) = tokio::join!(on_a.collect(), on_b.collect());
+    assert_eq!(named(&rest_a, "done").unwrap()["status"], "complete");
+    assert_eq!(named(&all_b, "done").unwrap()["status"], "complete");
+    assert_eq!(text_of(&all_b), whole(150), "B's reader from the beginning");
+}
