@@ -17,5 +17,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 
 pub use error::{Error, Result};

@@ -76,3 +76,35 @@ mod tests {
         assert_eq!(run(&["x\r", "\n", "\n"]), "x\n\n");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::LineBreaks;
+    use crate::test_support::pieces;
+
+    /// What normalising does, said the simple way: CRLF and CR become LF, NUL becomes U+FFFD.
+    fn normalised(text: &str) -> String {
+        text.replace("\r\n", "\n")
+            .replace('\r', "\n")
+            .replace('\0', "\u{FFFD}")
+    }
+
+    proptest! {
+        #[test]
+        fn any_cut_of_any_text_normalises_as_the_whole(
+            text in "[a-c \r\n\0é😀]{0,48}|\\PC{0,48}",
+            cuts in prop::collection::vec(any::<Index>(), 0..12),
+        ) {
+            let mut breaks = LineBreaks::default();
+            let mut out = String::new();
+            for piece in pieces(&text, &cuts) {
+                breaks.push(piece, &mut out);
+            }
+            prop_assert!(!out.contains('\r'));
+            prop_assert_eq!(out, normalised(&text));
+        }
+    }
+}

@@ -558,3 +558,63 @@ mod tests {
         live.stop_requested().await;
     }
 }
+
+#[cfg(test)]
+mod props {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    use super::{Live, ResumeError, StartAt, Subscription};
+    use crate::domain::{Finished, GenEvent, MessageStatus, Usage};
+
+    fn finished(text: &str) -> Arc<Live> {
+        let live = Arc::new(Live::new(Uuid::nil(), Uuid::nil(), Uuid::nil()));
+        live.append_raw(text);
+        live.finish(Finished {
+            message: None,
+            status: MessageStatus::Complete,
+            finish_reason: None,
+            usage: Usage::default(),
+            citations: None,
+        });
+        live
+    }
+
+    proptest! {
+        #[test]
+        fn a_resume_gets_exactly_the_rest_or_a_clear_refusal(
+            text in "\\PC{0,40}",
+            offset in 0usize..200,
+        ) {
+            let live = finished(&text);
+            match Subscription::new(live, StartAt::Offset(offset)) {
+                Err(ResumeError::BeyondText { len }) => {
+                    prop_assert!(offset > text.len());
+                    prop_assert_eq!(len, text.len());
+                }
+                Err(ResumeError::InsideCharacter) => {
+                    prop_assert!(offset <= text.len() && !text.is_char_boundary(offset));
+                }
+                Ok(mut sub) => {
+                    prop_assert!(text.is_char_boundary(offset));
+                    let mut rest = String::new();
+                    let mut done = false;
+                    while let Some(event) = sub.try_next() {
+                        match event {
+                            GenEvent::Delta { text: piece, end } => {
+                                rest.push_str(&piece);
+                                prop_assert_eq!(end, offset + rest.len());
+                            }
+                            GenEvent::Done(_) => done = true,
+                            other => prop_assert!(false, "unexpected {:?}", other),
+                        }
+                    }
+                    prop_assert!(done);
+                    prop_assert_eq!(rest.as_str(), &text[offset..]);
+                }
+            }
+        }
+    }
+}

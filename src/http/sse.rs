@@ -195,3 +195,34 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use uuid::Uuid;
+
+    use super::{EventIds, parse_event_id};
+    use crate::domain::{ResumeAt, ResumePoint};
+
+    proptest! {
+        #[test]
+        fn any_last_event_id_is_read_or_refused_without_panicking(raw in "\\PC*|[0-9a-f:-]{0,60}") {
+            let _ = parse_event_id(&raw);
+        }
+
+        #[test]
+        fn every_id_written_reads_back_as_its_offset(id in any::<u128>(), offset in any::<usize>()) {
+            let message_id = Uuid::from_u128(id);
+            let mut ids = EventIds::new(message_id);
+            let written = ids.offset(offset).to_owned();
+            prop_assert_eq!(
+                parse_event_id(&written),
+                Some(ResumePoint { message_id, at: ResumeAt::Offset(offset) })
+            );
+            prop_assert_eq!(
+                parse_event_id(ids.with("done")),
+                Some(ResumePoint { message_id, at: ResumeAt::Done })
+            );
+        }
+    }
+}

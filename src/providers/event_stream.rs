@@ -255,3 +255,61 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::{Decoder, Event};
+    use crate::test_support::byte_pieces;
+
+    /// An event as an upstream writes it, with any of the three line endings on each line.
+    fn written(name: &str, data: &str, endings: &[Index]) -> Vec<u8> {
+        let mut chosen = endings
+            .iter()
+            .cycle()
+            .map(|i| ["\n", "\r\n", "\r"][i.index(3)]);
+        // A LF right after a lone CR would make the two one line ending.
+        let mut previous = "";
+        let mut eol = std::iter::from_fn(move || {
+            let mut next = chosen.next()?;
+            if previous == "\r" && next == "\n" {
+                next = "\r\n";
+            }
+            previous = next;
+            Some(next)
+        });
+        let mut out = String::new();
+        if !name.is_empty() {
+            out.push_str(&format!("event: {name}{}", eol.next().unwrap_or("\n")));
+        }
+        for line in data.split('\n') {
+            out.push_str(&format!("data: {line}{}", eol.next().unwrap_or("\n")));
+        }
+        out.push_str(eol.next().unwrap_or("\n"));
+        out.into_bytes()
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_the_body_gives_the_same_events(
+            events in prop::collection::vec(("[a-z]{0,6}", "[^\r]{0,40}"), 0..6),
+            endings in prop::collection::vec(any::<Index>(), 1..8),
+            cuts in prop::collection::vec(any::<Index>(), 0..16),
+        ) {
+            let body: Vec<u8> = events
+                .iter()
+                .flat_map(|(name, data)| written(name, data, &endings))
+                .collect();
+            let mut decoder = Decoder::new(1 << 20);
+            let mut out: Vec<(String, String)> = Vec::new();
+            let mut push = |e: Event<'_>| out.push((e.name.to_owned(), e.data.to_owned()));
+            for piece in byte_pieces(&body, &cuts) {
+                decoder.feed(piece, &mut push).unwrap();
+            }
+            decoder.finish(&mut push).unwrap();
+            prop_assert_eq!(out, events);
+        }
+    }
+}

@@ -232,3 +232,64 @@ pub async fn stop(
         conversation: done.and_then(|d| d.message.as_ref()).map(Into::into),
     }))
 }
+
+#[cfg(test)]
+mod props {
+    use std::convert::Infallible;
+
+    use axum::response::IntoResponse;
+    use axum::response::sse::Sse;
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use uuid::Uuid;
+
+    use super::to_sse;
+    use crate::domain::{GenEvent, LineBreaks};
+    use crate::http::sse::EventIds;
+    use crate::test_support::pieces;
+
+    proptest! {
+        /// Deltas of any stored text (line breaks normalised), cut anywhere, reach an SSE client
+        /// byte for byte, each event id naming the offset where its delta ends.
+        #[test]
+        fn deltas_reach_an_sse_client_byte_for_byte(
+            raw in "[a \r\n:é😀]{1,40}|\\PC{1,40}",
+            cuts in prop::collection::vec(any::<Index>(), 0..10),
+        ) {
+            let mut text = String::new();
+            LineBreaks::default().push(&raw, &mut text);
+            let message_id = Uuid::from_u128(7);
+            let mut ids = EventIds::new(message_id);
+            let mut events = Vec::new();
+            let mut end = 0;
+            for piece in pieces(&text, &cuts) {
+                end += piece.len();
+                events.extend(to_sse(&mut ids, GenEvent::Delta { text: piece.to_owned(), end }));
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let received: Vec<(String, String)> = runtime.block_on(async {
+                let body = Sse::new(futures::stream::iter(events).map(Ok::<_, Infallible>))
+                    .into_response()
+                    .into_body();
+                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                futures::stream::iter([Ok::<_, Infallible>(bytes)])
+                    .eventsource()
+                    .map(|e| {
+                        let e = e.unwrap();
+                        (e.id, e.data)
+                    })
+                    .collect()
+                    .await
+            });
+            let joined: String = received.iter().map(|(_, data)| data.as_str()).collect();
+            prop_assert_eq!(&joined, &text);
+            let mut at = 0;
+            for (id, data) in &received {
+                at += data.len();
+                prop_assert_eq!(id, &format!("{message_id}:{at}"));
+            }
+        }
+    }
+}
