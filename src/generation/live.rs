@@ -41,6 +41,8 @@ struct State {
     marks: Vec<(usize, Mark)>,
     finished: Option<Arc<Finished>>,
     checkpointed: usize,
+    /// The sources are in the answer's row.
+    sources_checkpointed: bool,
     cancel_reason: Option<CancelReason>,
 }
 
@@ -305,18 +307,28 @@ impl Live {
         }
     }
 
-    pub(crate) fn checkpoint_due(&self) -> Option<(usize, String)> {
+    /// The text to checkpoint, if it grew since the last one, and the sources, the first time
+    /// (so that a crash keeps them with the text).
+    pub(crate) fn checkpoint_due(&self) -> Option<Checkpoint> {
         if !self.row_ready.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
         let st = self.lock();
-        (self.persisted && st.finished.is_none() && st.text.len() > st.checkpointed)
-            .then(|| (st.text.len(), st.text.clone()))
+        let sources = st.sources.clone().filter(|_| !st.sources_checkpointed);
+        (self.persisted
+            && st.finished.is_none()
+            && (st.text.len() > st.checkpointed || sources.is_some()))
+        .then(|| Checkpoint {
+            len: st.text.len(),
+            text: st.text.clone(),
+            sources,
+        })
     }
 
-    pub(crate) fn mark_checkpointed(&self, len: usize) {
+    pub(crate) fn mark_checkpointed(&self, done: &Checkpoint) {
         let mut st = self.lock();
-        st.checkpointed = st.checkpointed.max(len);
+        st.checkpointed = st.checkpointed.max(done.len);
+        st.sources_checkpointed |= done.sources.is_some();
     }
 
     /// Resolves once the generation has finished and its answer is saved.
@@ -356,6 +368,14 @@ pub(crate) fn finished_of(row: Message) -> Finished {
         usage: row.usage,
         message: Some(row),
     }
+}
+
+/// What one checkpoint writes of a running answer.
+#[derive(Debug)]
+pub(crate) struct Checkpoint {
+    pub len: usize,
+    pub text: String,
+    pub sources: Option<Arc<Value>>,
 }
 
 /// Where a reader starts.

@@ -407,26 +407,27 @@ impl Hub {
         live
     }
 
-    /// Writes the running text of every generation that grew, in one transaction.
+    /// Writes the running text of every generation that grew (and its sources, the first time),
+    /// in one transaction.
     pub async fn checkpoint_all(&self) {
-        let due: Vec<(Arc<Live>, usize, String)> = self
+        let due: Vec<(Arc<Live>, live::Checkpoint)> = self
             .seams
             .logs
             .all()
             .into_iter()
-            .filter_map(|l| l.checkpoint_due().map(|(len, text)| (l, len, text)))
+            .filter_map(|l| l.checkpoint_due().map(|due| (l, due)))
             .collect();
         if due.is_empty() {
             return;
         }
-        let batch: Vec<(Uuid, String)> = due
+        let batch: Vec<(Uuid, &str, Option<&serde_json::Value>)> = due
             .iter()
-            .map(|(l, _, text)| (l.message_id, text.clone()))
+            .map(|(l, due)| (l.message_id, due.text.as_str(), due.sources.as_deref()))
             .collect();
         match self.store.checkpoint(&batch).await {
             Ok(()) => {
-                for (live, len, _) in &due {
-                    live.mark_checkpointed(*len);
+                for (live, done) in &due {
+                    live.mark_checkpointed(done);
                 }
             }
             Err(e) => {

@@ -255,7 +255,10 @@ impl Store {
     /// hundred rows (`SET content = CASE id WHEN … END`): on SQLite every statement is a round
     /// trip to the connection's worker thread. Rows that are no longer `streaming` are left
     /// alone, so a late checkpoint can never overwrite a final answer.
-    pub async fn checkpoint(&self, batch: &[(Uuid, String)]) -> Result<(), DbErr> {
+    pub async fn checkpoint(
+        &self,
+        batch: &[(Uuid, &str, Option<&serde_json::Value>)],
+    ) -> Result<(), DbErr> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -263,16 +266,27 @@ impl Store {
         let at = now();
         for chunk in batch.chunks(CHECKPOINT_ROWS) {
             let mut content = sea_orm::sea_query::CaseStatement::new();
-            for (id, text) in chunk {
-                content = content.case(message::Column::Id.eq(*id), text.as_str());
+            for (id, text, _) in chunk {
+                content = content.case(message::Column::Id.eq(*id), *text);
             }
             message::Entity::update_many()
                 .col_expr(message::Column::Content, content.into())
                 .col_expr(message::Column::UpdatedAt, Expr::value(at))
-                .filter(message::Column::Id.is_in(chunk.iter().map(|(id, _)| *id)))
+                .filter(message::Column::Id.is_in(chunk.iter().map(|(id, _, _)| *id)))
                 .filter(message::Column::Status.eq(MessageStatus::Streaming.as_str()))
                 .exec(&txn)
                 .await?;
+        }
+        // Sources go in once, with the answer's first checkpoint after its search.
+        for (id, _, sources) in batch {
+            if let Some(sources) = sources {
+                message::Entity::update_many()
+                    .col_expr(message::Column::Sources, Expr::value((*sources).clone()))
+                    .filter(message::Column::Id.eq(*id))
+                    .filter(message::Column::Status.eq(MessageStatus::Streaming.as_str()))
+                    .exec(&txn)
+                    .await?;
+            }
         }
         txn.commit().await
     }

@@ -326,3 +326,32 @@ async fn two_readers_share_one_search_and_one_answer_and_a_disconnect_loses_noth
     let stored = app.stored_answer(&chat).await;
     assert_eq!(stored["message"], full.as_str());
 }
+
+#[tokio::test]
+async fn an_internet_answers_sources_are_saved_with_its_first_checkpoint() {
+    let app = app_searching("ok").await;
+    let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    app.mock.push(Script {
+        chunks,
+        chunk_delay_ms: 30,
+        ..Script::default()
+    });
+    let chat = app
+        .chat_with_question("What is new in the Rust release?")
+        .await;
+    let mut stream = app
+        .stream(&format!("/conversations/inference_internet/{chat}"), None)
+        .await;
+    let sources = stream.next().await.unwrap();
+    assert_eq!(sources.event, "sources");
+    let sent: Value = serde_json::from_str(&sources.data).unwrap();
+    let answer: uuid::Uuid = sources.id.split(':').next().unwrap().parse().unwrap();
+    assert_eq!(stream.next().await.unwrap().event, "message");
+    // A crash from here on keeps the sources with the checkpointed text.
+    let store = app.services.store();
+    eventually(std::time::Duration::from_secs(5), || async {
+        let row = store.message(answer).await.unwrap();
+        row.is_some_and(|m| m.status == "streaming" && m.sources.as_ref() == Some(&sent))
+    })
+    .await;
+}
