@@ -195,6 +195,9 @@ pub struct Settings {
     pub transcription: TranscriptionSettings,
     /// Requests per key per window.
     pub rate_limits: RateLimits,
+    /// The browser session cookie is always `Secure` (as `__Host-sluice_session` at the root
+    /// path), not only when a proxy says the request came over HTTPS.
+    pub secure_cookies: bool,
 }
 
 /// How many requests a key may make per window, unless the key has its own limit.
@@ -310,6 +313,7 @@ impl Settings {
             cors_origins: CorsOrigins::None,
             search: crate::search::SearchSettings::default(),
             agent_async: false,
+            secure_cookies: false,
             transcription: TranscriptionSettings::default(),
             rate_limits: RateLimits::default(),
         }
@@ -347,6 +351,18 @@ impl Settings {
         env: &HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
         let var = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        // A yes-or-no variable.
+        let flag = |name: &str| -> Result<Option<bool>, ConfigError> {
+            var(name)
+                .map(|v| match v.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    _ => Err(ConfigError::Invalid(format!(
+                        "{name}: `{v}` is not `true` or `false`"
+                    ))),
+                })
+                .transpose()
+        };
         let mut settings = Settings::new(
             var("SLUICE_DATABASE_URL")
                 .or(file.database_url)
@@ -464,27 +480,14 @@ impl Settings {
             }
             settings.rate_limits.window = d;
         }
-        if let Some(v) = var("AGENT_ASYNC_ENABLED") {
-            settings.agent_async = match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => {
-                    return Err(ConfigError::Invalid(format!(
-                        "AGENT_ASYNC_ENABLED: `{v}` is not `true` or `false`"
-                    )));
-                }
-            };
+        if let Some(on) = flag("AGENT_ASYNC_ENABLED")? {
+            settings.agent_async = on;
         }
-        if let Some(v) = var("SLUICE_UPSTREAM_HTTP2") {
-            settings.upstream_http.http2 = match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => {
-                    return Err(ConfigError::Invalid(format!(
-                        "SLUICE_UPSTREAM_HTTP2: `{v}` is not `true` or `false`"
-                    )));
-                }
-            };
+        if let Some(on) = flag("SLUICE_SECURE_COOKIES")?.or(file.secure_cookies) {
+            settings.secure_cookies = on;
+        }
+        if let Some(http2) = flag("SLUICE_UPSTREAM_HTTP2")? {
+            settings.upstream_http.http2 = http2;
         } else if let Some(http2) = upstream_file.http2 {
             settings.upstream_http.http2 = http2;
         }
@@ -702,6 +705,8 @@ pub struct FileConfig {
     /// Origins allowed by CORS: `["https://app.example.com"]` or `["*"]`.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// The session cookie is always `Secure`.
+    pub secure_cookies: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1080,6 +1085,13 @@ mod tests {
         };
         let err = refused(&[("SLUICE_UPSTREAM_HTTP2", "maybe")]);
         assert!(err.contains("SLUICE_UPSTREAM_HTTP2"), "{err}");
+        let err = refused(&[("SLUICE_SECURE_COOKIES", "sometimes")]);
+        assert!(err.contains("SLUICE_SECURE_COOKIES: `sometimes`"), "{err}");
+        let on = Settings::from_parts(
+            FileConfig::default(),
+            &env(&[("SLUICE_SECURE_COOKIES", "yes")]),
+        );
+        assert!(on.unwrap().secure_cookies);
         let err = refused(&[("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS", "0")]);
         assert!(err.contains("SLUICE_UPSTREAM_HTTP2_MAX_STREAMS"), "{err}");
         let file = parse_file(

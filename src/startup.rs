@@ -142,6 +142,7 @@ impl Sluice {
             keepalive: settings.keepalive,
             cors: settings.cors_origins.clone(),
             agent_async: settings.agent_async,
+            secure_cookies: settings.secure_cookies,
         });
         Ok(Self {
             router,

@@ -69,9 +69,11 @@ impl Modify for KeySchemes {
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 "sluice_session",
-                "The browser session set by `POST /session`. Every route that takes a key also \
-                 accepts it, with the rights of the key that signed in; requests other than GET \
-                 and HEAD must also send the session's `X-CSRF-Token`.",
+                "The browser session set by `POST /session` (named `__Host-sluice_session` when \
+                 it is `Secure` at the root path: over HTTPS, or with `SLUICE_SECURE_COOKIES`). \
+                 Every route that takes a key also accepts it, with the rights of the key that \
+                 signed in; requests other than GET and HEAD must also send the session's \
+                 `X-CSRF-Token`.",
             ))),
         );
         components.add_security_scheme(

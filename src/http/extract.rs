@@ -78,18 +78,25 @@ fn query_key(parts: &Parts) -> Option<String> {
 /// The name of the browser session cookie set by `POST /session`.
 pub const SESSION_COOKIE: &str = "sluice_session";
 
+/// Its name when it is `Secure` at the root path: a cookie with this prefix can only be set by
+/// this origin over HTTPS, for every path, so no subdomain or plain-HTTP page can plant one.
+pub const HOST_SESSION_COOKIE: &str = "__Host-sluice_session";
+
 /// The request header that must echo a session's CSRF token on state-changing requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// The value of the session cookie, if the request carries one.
+/// The value of the session cookie, if the request carries one (the `__Host-` one first).
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(name, value)| (name == SESSION_COOKIE).then_some(value.trim_matches('"')))
+    let named = |wanted: &str| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find_map(|(name, value)| (name == wanted).then_some(value.trim_matches('"')))
+    };
+    named(HOST_SESSION_COOKIE).or_else(|| named(SESSION_COOKIE))
 }
 
 /// Order: a key in a header, then a publishable key in `?key=`, then the session cookie.

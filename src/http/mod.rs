@@ -40,6 +40,8 @@ pub struct AppState {
     pub cors: CorsOrigins,
     /// The workspace API's default reply mode for message posts: a task (true) or the answer.
     pub agent_async: bool,
+    /// The session cookie is always `Secure` (`SLUICE_SECURE_COOKIES`).
+    pub secure_cookies: bool,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

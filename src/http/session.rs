@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::conversations::{ConvError, ErrorBody};
-use super::extract::{CSRF_HEADER, JsonBody, SESSION_COOKIE, session_cookie};
+use super::extract::{CSRF_HEADER, HOST_SESSION_COOKIE, JsonBody, SESSION_COOKIE, session_cookie};
 use crate::config::AuthMode;
 use crate::error::Error;
 use crate::service::{WebSession, tokens_match};
@@ -70,18 +70,26 @@ fn cookie_path(original: &Uri, uri: &Uri) -> String {
     format!("{prefix}/")
 }
 
-/// `Secure` when the request reached a TLS-terminating proxy that says so.
-fn behind_tls(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+/// `Secure` when the settings say so, or when the request reached a TLS-terminating proxy that
+/// says it came over HTTPS.
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    state.secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
+/// The session cookie: `__Host-sluice_session` when it is `Secure` at the root path (what the
+/// prefix requires), `sluice_session` otherwise.
 fn set_cookie(value: &str, max_age: i64, path: &str, secure: bool) -> Result<HeaderValue, Error> {
-    let secure = if secure { "; Secure" } else { "" };
+    let (name, secure) = match (secure, path == "/") {
+        (true, true) => (HOST_SESSION_COOKIE, "; Secure"),
+        (true, false) => (SESSION_COOKIE, "; Secure"),
+        (false, _) => (SESSION_COOKIE, ""),
+    };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Max-Age={max_age}; Path={path}; HttpOnly; SameSite=Strict{secure}"
+        "{name}={value}; Max-Age={max_age}; Path={path}; HttpOnly; SameSite=Strict{secure}"
     ))
     .map_err(|_| Error::Internal("unrepresentable cookie".into()))
 }
@@ -120,7 +128,7 @@ async fn sign_in(
         created.token.expose_secret(),
         crate::service::SESSION_TTL.num_seconds(),
         &cookie_path(&original, &uri),
-        behind_tls(&headers),
+        secure(&state, &headers),
     )?;
     let mut response = (StatusCode::CREATED, Json(body(&created.session))).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -198,7 +206,12 @@ async fn sign_out(
         }
         state.services.sign_out(token).await?;
     }
-    let cookie = set_cookie("", 0, &cookie_path(&original, &uri), behind_tls(&headers))?;
+    let cookie = set_cookie(
+        "",
+        0,
+        &cookie_path(&original, &uri),
+        secure(&state, &headers),
+    )?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)

@@ -402,3 +402,69 @@ fn cors_origins_are_validated_with_the_variable_named() {
         assert!(error.contains("SLUICE_CORS_ORIGINS"), "{bad}: {error}");
     }
 }
+
+/// Signs in as a page served over HTTPS through a proxy would (or not); the `Set-Cookie`.
+async fn sign_in_over(app: &TestApp, https: bool) -> (String, Value) {
+    let mut request = app
+        .client
+        .post(app.url("/session"))
+        .json(&json!({"key": app.key}));
+    if https {
+        request = request.header("x-forwarded-proto", "https");
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (set_cookie, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn over_https_the_session_cookie_is_a_secure_host_cookie_and_a_setting_forces_it() {
+    let plain = spawn_app().await;
+    let (set_cookie, _) = sign_in_over(&plain, false).await;
+    assert!(set_cookie.starts_with("sluice_session="), "{set_cookie}");
+    assert!(!set_cookie.contains("Secure"), "{set_cookie}");
+
+    for (app, https) in [
+        (spawn_app().await, true),
+        (spawn_app_with(|s| s.secure_cookies = true).await, false),
+    ] {
+        let (set_cookie, body) = sign_in_over(&app, https).await;
+        assert!(
+            set_cookie.starts_with("__Host-sluice_session="),
+            "{set_cookie}"
+        );
+        for attribute in ["; Secure", "Path=/;", "HttpOnly", "SameSite=Strict"] {
+            assert!(set_cookie.contains(attribute), "{attribute}: {set_cookie}");
+        }
+        assert!(!set_cookie.contains("Domain"), "{set_cookie}");
+        // The browser sends it back under its name; it authenticates like the plain one.
+        let cookie = cookie_of(&set_cookie);
+        let response = by_cookie(&app, Method::GET, "/session", &cookie, None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // Signing out clears the cookie of that name.
+        let csrf = body["csrf_token"].as_str().unwrap();
+        let mut out = by_cookie(&app, Method::DELETE, "/session", &cookie, Some(csrf));
+        if https {
+            out = out.header("x-forwarded-proto", "https");
+        }
+        let out = out.send().await.unwrap();
+        assert_eq!(out.status(), StatusCode::NO_CONTENT);
+        let cleared = out.headers()["set-cookie"].to_str().unwrap();
+        assert!(
+            cleared.starts_with("__Host-sluice_session=;") && cleared.contains("Max-Age=0"),
+            "{cleared}"
+        );
+        let after = by_cookie(&app, Method::GET, "/session", &cookie, None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    }
+}
