@@ -518,6 +518,70 @@ await scenario('starts the answer on coming back to a chat left while its questi
   equal((await storedAnswer(home)).answer.message, chunks.join(''), 'the stored answer');
 });
 
+await scenario('shows the question once and starts one answer on coming back before the history loads', async () => {
+  const home = chatId;
+  const other = await page.evaluate((id) => [...document.querySelectorAll('#chats button')]
+    .map((b) => b.dataset.chatId).find((c) => c !== id), home);
+  check(other, 'no other chat to switch to');
+  const chunks = words(12, 'r');
+  await script({ chunks, chunk_delay_ms: 20 });
+  const questions = await page.locator('article.human').count();
+  const n = (await answerCount()) + 1;
+  const streamsBefore = requested.length;
+  // The question's POST and the history's GET are both held: the person leaves the chat and
+  // comes back while the question posts, and the history read (from before the question) is
+  // answered after it.
+  let releasePost;
+  let releaseList;
+  const postHeld = new Promise((resolve) => { releasePost = resolve; });
+  const listHeld = new Promise((resolve) => { releaseList = resolve; });
+  const stale = [];
+  await page.route('**/conversations/create', async (route) => {
+    await postHeld;
+    await route.continue();
+  });
+  await page.route(`**/conversations/?chat_id=${home}`, async (route) => {
+    if (stale.length === 0) {
+      // The first history read after coming back: answered as it was before the question.
+      stale.push(await route.fetch());
+      await listHeld;
+      await route.fulfill({ response: stale[0] });
+    } else {
+      await route.continue();
+    }
+  });
+  try {
+    const posted = page.waitForResponse(
+      (r) => r.url().endsWith('/conversations/create') && r.request().method() === 'POST');
+    await ask('Ask once, come back early.');
+    await page.click(`#chats button[data-chat-id="${other}"]`);
+    await page.waitForSelector(`#chats button[aria-current="true"][data-chat-id="${other}"]`);
+    await page.click(`#chats button[data-chat-id="${home}"]`);
+    for (let waited = 0; stale.length === 0; waited += 10) {
+      check(waited < WAIT, 'the history was not read on coming back');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    releasePost();
+    await posted;
+    releaseList();
+  } finally {
+    releasePost();
+    releaseList();
+    await page.unroute('**/conversations/create');
+    await page.unroute(`**/conversations/?chat_id=${home}`);
+  }
+  const answer = await waitForDone(n);
+  equal(await answer.locator('.body').textContent(), chunks.join(''), 'the answer');
+  equal(await page.locator('article.human:has-text("Ask once, come back early.")').count(), 1,
+    'the question shown');
+  equal(await page.locator('article.human').count(), questions + 1, 'questions shown');
+  equal(await answerCount(), n, 'answers shown');
+  const streams = requested.slice(streamsBefore)
+    .filter((url) => url.includes('conversations/inference') && url.includes(home));
+  equal(streams.length, 1, `streams opened for the answer (${streams.join(', ')})`);
+  equal((await storedAnswer(home)).answer.message, chunks.join(''), 'the stored answer');
+});
+
 // ---------------------------------------------------------------------------------------------
 // The "Search the web" toggle: the internet variant, against the fake SearXNG.
 

@@ -1020,6 +1020,8 @@
       if (!chat) return false;
       chatId = chat.id;
     }
+    // Changes if the person leaves the chat (and perhaps comes back) while the question posts.
+    const ticket = state.loading;
     const question = await attempt('Sending the message', () => api('POST', 'conversations/create',
       { chat_id: chatId, role: 'Human', message: text }));
     if (!question) return false;
@@ -1027,6 +1029,13 @@
     // who left the chat meanwhile gets it started when they come back (see resumeAnswer).
     store.set(`stream.${chatId}`, { variant, messageId: null, lastEventId: null });
     if (state.chatId !== chatId) return true;
+    if (state.loading !== ticket) {
+      // They came back while the question was posted: the history being loaded may have been
+      // read before it. Load it again, now that the question is stored; that load shows the
+      // question once and starts its answer once (the older load is then ignored).
+      await selectChat(chatId);
+      return true;
+    }
     appendMessage('Human', question.message, question.id);
     startAnswer(chatId, variant, '', null);
     return true;
