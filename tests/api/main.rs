@@ -31,6 +31,7 @@ mod search;
 mod session;
 mod sessions;
 mod sharing;
+mod tenants;
 mod terminal;
 mod transcribe;
 mod translate;
