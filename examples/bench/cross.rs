@@ -156,19 +156,47 @@ async fn ask(client: &reqwest::Client, base: &str, key: &str, i: usize) -> Resul
     Ok(id)
 }
 
-/// Runs one level: `streams` answers at once, each read on A and on B.
-#[allow(clippy::too_many_arguments)]
-pub async fn level(
-    client: &reqwest::Client,
-    a: (&str, u32),
-    b: (&str, u32),
-    key: &str,
-    redis_url: &str,
-    streams: usize,
+/// What every level sends and expects.
+struct Workload<'a> {
+    client: reqwest::Client,
+    key: &'a str,
+    redis_url: &'a str,
     tokens: usize,
     delay_ms: u64,
-    expected: &str,
+    expected: String,
+}
+
+/// Every level against A and B (the same process for the baseline).
+async fn each_level(
+    w: &Workload<'_>,
+    a: (&str, u32),
+    b: (&str, u32),
+    levels: &[usize],
+) -> Result<Vec<CrossLevel>> {
+    let mut results = Vec::with_capacity(levels.len());
+    for &streams in levels {
+        results.push(level(w, a, b, streams).await?);
+    }
+    Ok(results)
+}
+
+/// Runs one level: `streams` answers at once, each read on A and on B.
+async fn level(
+    w: &Workload<'_>,
+    a: (&str, u32),
+    b: (&str, u32),
+    streams: usize,
 ) -> Result<CrossLevel> {
+    let Workload {
+        client,
+        key,
+        redis_url,
+        tokens,
+        delay_ms,
+        expected,
+    } = w;
+    let (key, redis_url, tokens, delay_ms, expected) =
+        (*key, *redis_url, *tokens, *delay_ms, expected.as_str());
     let mut redis = redis::Client::open(redis_url)?
         .get_multiplexed_async_connection()
         .await
@@ -357,46 +385,25 @@ pub async fn run(
     let client = super::http_client(levels.iter().copied().max().unwrap_or(1) * 2 + 64)?;
     let chunks = super::tokens_text("t", tokens);
     super::drive::set_mock_default(&client, mock, &chunks, 0, delay_ms).await?;
-    let expected = chunks.concat();
-    let mut results = Vec::new();
+    let workload = Workload {
+        client,
+        key: &launch.key,
+        redis_url,
+        tokens,
+        delay_ms,
+        expected: chunks.concat(),
+    };
     // The baseline: one replica, no Redis, both readers on it.
     let lone = super::start_sluice(launch, &[]).await?;
     let base = format!("http://{}", lone.addr);
-    for &streams in levels {
-        let level = level(
-            &client,
-            (&base, lone.pid()),
-            (&base, lone.pid()),
-            &launch.key,
-            redis_url,
-            streams,
-            tokens,
-            delay_ms,
-            &expected,
-        )
-        .await?;
-        results.push(level);
-    }
+    let one = (base.as_str(), lone.pid());
+    let mut results = each_level(&workload, one, one, levels).await?;
     lone.stop(Duration::from_secs(10));
     let extra = [("SLUICE_REDIS_URL", redis_url)];
     let a = super::start_sluice(launch, &extra).await?;
     let b = super::start_sluice(launch, &extra).await?;
     let (base_a, base_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
-    for &streams in levels {
-        let level = level(
-            &client,
-            (&base_a, a.pid()),
-            (&base_b, b.pid()),
-            &launch.key,
-            redis_url,
-            streams,
-            tokens,
-            delay_ms,
-            &expected,
-        )
-        .await?;
-        results.push(level);
-    }
+    results.extend(each_level(&workload, (&base_a, a.pid()), (&base_b, b.pid()), levels).await?);
     let failed = results.iter().any(|l| l.failed > 0);
     a.stop(Duration::from_secs(10));
     b.stop(Duration::from_secs(10));

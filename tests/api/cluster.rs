@@ -105,6 +105,21 @@ impl Cluster {
     }
 }
 
+/// Two replicas on a fresh cluster whose mock answers `chunks` words `delay_ms` apart, with a
+/// question asked on A; `None` (the test is skipped) without `SLUICE_TEST_REDIS_URL`.
+async fn two_replicas(
+    chunks: usize,
+    delay_ms: u64,
+    name: &str,
+) -> Option<(Cluster, Process, Process, String)> {
+    let cluster = Cluster::new(redis_url()?).await;
+    cluster.mock.set_default(accented(chunks, delay_ms));
+    let a = cluster.replica();
+    let b = cluster.replica();
+    let chat = a.ask(&cluster.client, &cluster.key, name).await;
+    Some((cluster, a, b, chat))
+}
+
 /// Reads until at least `bytes` of text arrived: the text and the last event's id.
 async fn read_until(sse: &mut SseClient, bytes: usize) -> (String, String) {
     let (mut text, mut id) = (String::new(), String::new());
@@ -120,12 +135,9 @@ async fn read_until(sse: &mut SseClient, bytes: usize) -> (String, String) {
 
 #[tokio::test]
 async fn an_answer_run_by_one_process_is_read_from_the_other_byte_for_byte() {
-    let Some(redis) = redis_url() else { return };
-    let cluster = Cluster::new(redis).await;
-    cluster.mock.set_default(accented(60, 30));
-    let a = cluster.replica();
-    let b = cluster.replica();
-    let chat = a.ask(&cluster.client, &cluster.key, "across").await;
+    let Some((cluster, a, b, chat)) = two_replicas(60, 30, "across").await else {
+        return;
+    };
 
     // A starts the answer; B attaches from the beginning while it runs.
     let mut on_a = cluster.stream(&a, &chat, None).await;
@@ -198,12 +210,9 @@ async fn two_processes_asked_at_once_start_one_answer() {
 
 #[tokio::test]
 async fn a_stop_asked_of_one_process_ends_every_reader_of_the_answer_the_other_runs() {
-    let Some(redis) = redis_url() else { return };
-    let cluster = Cluster::new(redis).await;
-    cluster.mock.set_default(accented(400, 50));
-    let a = cluster.replica();
-    let b = cluster.replica();
-    let chat = a.ask(&cluster.client, &cluster.key, "stop").await;
+    let Some((cluster, a, b, chat)) = two_replicas(400, 50, "stop").await else {
+        return;
+    };
     let mut on_a = cluster.stream(&a, &chat, None).await;
     read_until(&mut on_a, 10).await;
     let mut on_b = cluster.stream(&b, &chat, None).await;
@@ -237,12 +246,9 @@ async fn a_stop_asked_of_one_process_ends_every_reader_of_the_answer_the_other_r
 
 #[tokio::test]
 async fn a_reader_on_one_process_is_told_when_the_process_running_its_answer_is_killed() {
-    let Some(redis) = redis_url() else { return };
-    let cluster = Cluster::new(redis).await;
-    cluster.mock.set_default(accented(400, 50));
-    let mut a = cluster.replica();
-    let b = cluster.replica();
-    let chat = a.ask(&cluster.client, &cluster.key, "killed").await;
+    let Some((cluster, mut a, b, chat)) = two_replicas(400, 50, "killed").await else {
+        return;
+    };
     let mut on_a = cluster.stream(&a, &chat, None).await;
     read_until(&mut on_a, 30).await;
     let mut on_b = cluster.stream(&b, &chat, None).await;
@@ -583,18 +589,15 @@ async fn the_workspace_dialect_follows_stops_and_regenerates_an_answer_the_other
 
 #[tokio::test]
 async fn a_reader_that_finds_the_beginning_trimmed_from_redis_gets_it_from_the_saved_row() {
-    let Some(redis) = redis_url() else { return };
-    let cluster = Cluster::new(redis.clone()).await;
-    cluster.mock.set_default(accented(150, 30));
-    let a = cluster.replica();
-    let b = cluster.replica();
-    let chat = a.ask(&cluster.client, &cluster.key, "trimmed").await;
+    let Some((cluster, a, b, chat)) = two_replicas(150, 30, "trimmed").await else {
+        return;
+    };
     let mut on_a = cluster.stream(&a, &chat, None).await;
     let (_, id) = read_until(&mut on_a, 200).await;
     let message = id.split(':').next().unwrap().to_owned();
 
     // As the length cap does to a long answer: only the newest entry is left.
-    let mut conn = redis::Client::open(redis.as_str())
+    let mut conn = redis::Client::open(cluster.redis.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

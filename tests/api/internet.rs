@@ -102,6 +102,23 @@ async fn internet_stream(
         .await
 }
 
+/// A question whose internet answer takes 3 s (100 words, 30 ms apart), and its open stream.
+async fn slow_internet_answer(app: &TestApp) -> (String, SseClient) {
+    let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    app.mock.push(Script {
+        chunks,
+        chunk_delay_ms: 30,
+        ..Script::default()
+    });
+    let chat = app
+        .chat_with_question("What is new in the Rust release?")
+        .await;
+    let stream = app
+        .stream(&format!("/conversations/inference_internet/{chat}"), None)
+        .await;
+    (chat, stream)
+}
+
 #[tokio::test]
 async fn sources_come_first_the_model_gets_them_as_reference_data_and_done_has_citations() {
     let app = app_searching("ok").await;
@@ -252,18 +269,7 @@ async fn with_search_turned_off_the_answer_says_search_disabled() {
 #[tokio::test]
 async fn stop_during_the_answer_works_as_in_the_plain_variant() {
     let app = app_searching("ok").await;
-    let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
-    app.mock.push(Script {
-        chunks,
-        chunk_delay_ms: 30,
-        ..Script::default()
-    });
-    let chat = app
-        .chat_with_question("What is new in the Rust release?")
-        .await;
-    let mut stream = app
-        .stream(&format!("/conversations/inference_internet/{chat}"), None)
-        .await;
+    let (chat, mut stream) = slow_internet_answer(&app).await;
     // Read until some text arrived, then stop.
     let mut seen = Vec::new();
     while let Some(event) = stream.next().await {
@@ -330,18 +336,7 @@ async fn two_readers_share_one_search_and_one_answer_and_a_disconnect_loses_noth
 #[tokio::test]
 async fn an_internet_answers_sources_are_saved_with_its_first_checkpoint() {
     let app = app_searching("ok").await;
-    let chunks: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
-    app.mock.push(Script {
-        chunks,
-        chunk_delay_ms: 30,
-        ..Script::default()
-    });
-    let chat = app
-        .chat_with_question("What is new in the Rust release?")
-        .await;
-    let mut stream = app
-        .stream(&format!("/conversations/inference_internet/{chat}"), None)
-        .await;
+    let (_chat, mut stream) = slow_internet_answer(&app).await;
     let sources = stream.next().await.unwrap();
     assert_eq!(sources.event, "sources");
     let sent: Value = serde_json::from_str(&sources.data).unwrap();
