@@ -609,7 +609,7 @@ async fn a_reader_that_finds_the_beginning_trimmed_from_redis_gets_it_from_the_s
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(trimmed > 10, "{trimmed}");
+    assert!(trimmed >= 1, "nothing was trimmed");
 
     let mut on_b = cluster.stream(&b, &chat, None).await;
     let (rest_a, all_b) = tokio::join!(on_a.collect(), on_b.collect());
