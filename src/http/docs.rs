@@ -105,6 +105,7 @@ pub fn publish(documented: OpenApiRouter<AppState>) -> Router<AppState> {
         .routes(routes!(docs_page));
     let (router, mut api) = documented.split_for_parts();
     api.merge(own.to_openapi());
+    document_unsupported_media_type(&mut api);
     let json = match api.to_json() {
         Ok(json) => Some(Bytes::from(json)),
         Err(e) => {
@@ -113,6 +114,51 @@ pub fn publish(documented: OpenApiRouter<AppState>) -> Router<AppState> {
         }
     };
     router.merge(Router::from(own.with_state(Published(json))))
+}
+
+/// Every operation that reads a JSON body refuses another `Content-Type` with 415 (the body
+/// extractor does, before the handler runs): said once here for all of them, with the error
+/// body of the operation's dialect.
+fn document_unsupported_media_type(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+    for (path, item) in &mut api.paths.paths {
+        let error = if path.starts_with("/v1/") {
+            "OpenAIError"
+        } else if path.starts_with("/api/") {
+            "WorkspaceError"
+        } else if path.starts_with("/agent") || path == "/chat" || path.starts_with("/chat/") {
+            "AgentApiError"
+        } else {
+            "ConversationsError"
+        };
+        for operation in [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let reads_json = matches!(
+                &operation.request_body,
+                Some(RefOr::T(body)) if body.content.contains_key("application/json")
+            );
+            if reads_json && !operation.responses.responses.contains_key("415") {
+                let refused = ResponseBuilder::new()
+                    .description("The body is not JSON: `Content-Type` must be `application/json`")
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name(error))),
+                    )
+                    .build();
+                operation
+                    .responses
+                    .responses
+                    .insert("415".to_owned(), RefOr::T(refused));
+            }
+        }
+    }
 }
 
 /// The API description

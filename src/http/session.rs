@@ -107,6 +107,7 @@ fn set_cookie(value: &str, max_age: i64, path: &str, secure: bool) -> Result<Hea
     request_body = SignIn,
     responses(
         (status = 201, description = "Signed in; `Set-Cookie: sluice_session=…`", body = SessionDto),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 403, description = "A publishable key bound to other origins", body = ErrorBody),
         (status = 422, description = "No `key` in the body", body = ErrorBody),
@@ -179,7 +180,8 @@ async fn current(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     delete,
     path = "/session",
     tag = "session",
-    security(("session" = [])),
+    // Without a session there is nothing to end: the cookie is cleared all the same.
+    security((), ("session" = [])),
     responses(
         (status = 204, description = "Signed out; the cookie is cleared"),
         (status = 403, description = "No or a wrong `X-CSRF-Token`", body = ErrorBody),

@@ -308,3 +308,68 @@ async fn nested_under_a_prefix_the_page_finds_the_description_beside_it() {
     let doc: Value = doc.json().await.unwrap();
     assert_eq!(doc["info"]["title"], "sluice");
 }
+
+#[tokio::test]
+async fn what_the_server_refuses_before_a_handler_is_in_the_description() {
+    let app = spawn_app().await;
+    let doc = description(&app).await;
+    let mut json_bodies = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation["requestBody"]["content"]
+                .get("application/json")
+                .is_some()
+            {
+                json_bodies += 1;
+                assert!(
+                    operation["responses"].get("415").is_some(),
+                    "{method} {path} reads JSON but does not document 415"
+                );
+            }
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["name"] == "Last-Event-ID" {
+                    assert!(
+                        parameter["schema"]["pattern"].is_string(),
+                        "{method} {path}: Last-Event-ID has no pattern"
+                    );
+                }
+            }
+        }
+    }
+    assert!(json_bodies > 10, "{json_bodies}");
+    // Signing out without a session is not refused: the cookie is cleared all the same.
+    let security = &doc["paths"]["/session"]["delete"]["security"];
+    assert!(
+        security
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_object().is_some_and(|o| o.is_empty())),
+        "{security}"
+    );
+    let out = app.client.delete(app.url("/session")).send().await.unwrap();
+    assert_eq!(out.status(), 204);
+
+    // A body that is not JSON is the documented 415; an id in another spelling than the one the
+    // server writes is the documented 400.
+    let refused = app
+        .client
+        .post(app.url("/chats/create"))
+        .bearer_auth(&app.key)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 415);
+    let chat = app.chat_with_question("q").await;
+    for id in [
+        format!("{}:0", uuid::Uuid::nil().simple()),
+        format!("{}:12345678901234567890", uuid::Uuid::nil()),
+    ] {
+        let sse = app
+            .stream(&format!("/conversations/inference/{chat}"), Some(&id))
+            .await;
+        assert_eq!(sse.status, 400, "{id}");
+    }
+}

@@ -64,7 +64,7 @@ pub async fn create_chat(
     params(
         ("userId" = Option<String>, Query, description = "Only this end user's chats"),
         ("agentType" = Option<String>, Query, description = "Only chats of agents of this type"),
-        ("limit" = Option<u64>, Query, description = "Page size, 1 to 100"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100"),
         ("cursor" = Option<String>, Query, description = "A previous page's nextCursor"),
     ),
     security(("bearer" = []), ("api_key" = [])),
@@ -307,7 +307,7 @@ pub async fn list_messages(
     params(
         ("chatId" = Uuid, Path, description = "The chat"),
         ("messageId" = Uuid, Path, description = "The answer, or the question it answers"),
-        ("Last-Event-ID" = Option<String>, Header, description = "The last event id seen"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The last event id seen: `<message id>:<offset>` or `<message id>:done`", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:([0-9]{1,19}|done))?$"),
     ),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(

@@ -83,6 +83,11 @@ impl From<&Message> for ConversationDto {
 pub struct CreateChat {
     /// Trimmed; 1 to 200 characters with at least one visible one, no control characters and
     /// no bidirectional override or isolate controls (422 naming `name` otherwise).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^\s*[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8][^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*\s*$"
+    )]
     pub name: String,
 }
 
@@ -90,9 +95,15 @@ pub struct CreateChat {
 pub struct UpdateChat {
     /// Trimmed; 1 to 200 characters with at least one visible one, no control characters and
     /// no bidirectional override or isolate controls (422 naming `name` otherwise).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^\s*[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8][^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*\s*$"
+    )]
     pub name: String,
     /// Stored as given; the time of the request when absent.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -100,9 +111,17 @@ pub struct UpdateChat {
 pub struct CreateConversation {
     pub chat_id: Uuid,
     /// `Human` or `Assistant` (anything else is 422).
-    #[schema(examples("Human"))]
+    #[schema(value_type = ConversationRole, examples("Human"))]
     pub role: String,
     pub message: String,
+}
+
+/// Who wrote a conversation a client posts.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum ConversationRole {
+    Human,
+    Assistant,
 }
 
 /// Token counts of one answer.

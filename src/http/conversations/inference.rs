@@ -43,8 +43,8 @@ use crate::service::{AnswerStream, Principal, StreamOpen, Variant};
     tag = "conversations",
     params(
         ("id" = Uuid, Path, description = "A chat, or a `Human` conversation"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event: `<message id>:<offset>` or `<message id>:done`"),
-        ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set headers"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this event: `<message id>:<offset>` or `<message id>:done`", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:([0-9]{1,19}|done))?$"),
+        ("last_event_id" = Option<String>, Query, nullable = false, description = "The same, for clients that cannot set headers", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:([0-9]{1,19}|done))?$"),
     ),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(
@@ -98,8 +98,8 @@ pub async fn inference(
     tag = "conversations",
     params(
         ("id" = Uuid, Path, description = "A chat, or a `Human` conversation"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event: `<message id>:<offset>` or `<message id>:done`"),
-        ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set headers"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this event: `<message id>:<offset>` or `<message id>:done`", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:([0-9]{1,19}|done))?$"),
+        ("last_event_id" = Option<String>, Query, nullable = false, description = "The same, for clients that cannot set headers", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:([0-9]{1,19}|done))?$"),
     ),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(

@@ -36,6 +36,7 @@ impl From<Workspace> for WorkspaceDto {
 #[derive(Deserialize, ToSchema)]
 pub struct CreateWorkspace {
     /// 1 to 64 characters of `a-z`, `0-9` and `-`; unique.
+    #[schema(pattern = r"^[a-z0-9-]{1,64}$")]
     pub slug: String,
     /// Shown to people; the slug when absent.
     #[serde(default)]
@@ -113,7 +114,7 @@ pub struct NewKeyDto {
 #[derive(Deserialize, ToSchema)]
 pub struct CreateKey {
     /// `secret` or `publishable`.
-    #[schema(examples("publishable"))]
+    #[schema(value_type = KeyKindName, examples("publishable"))]
     pub kind: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -281,9 +282,24 @@ impl From<&Message> for MessageDto {
 #[derive(Deserialize, ToSchema)]
 pub struct PostMessage {
     /// Only `user`.
-    #[schema(examples("user"))]
+    #[schema(value_type = PostedRole, examples("user"))]
     pub role: String,
     pub content: String,
+}
+
+/// The kind of a key to create.
+#[derive(ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub enum KeyKindName {
+    secret,
+    publishable,
+}
+
+/// Who writes a message posted to a session: always the user.
+#[derive(ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub enum PostedRole {
+    user,
 }
 
 /// A question and its ended answer (sync replies).

@@ -333,8 +333,8 @@ pub async fn delete_message(
         ("ws" = String, Path, description = "Workspace UUID or slug"),
         ("id" = Uuid, Path, description = "The session"),
         ("message" = Uuid, Path, description = "An answer, or the question it answers"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event: `<message id>:<offset>` or `<message id>:done`"),
-        ("last_event_id" = Option<String>, Query, description = "The same, for clients that cannot set headers"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume after this event: `<message id>:<offset>` or `<message id>:done`", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:([0-9]{1,19}|done))?$"),
+        ("last_event_id" = Option<String>, Query, nullable = false, description = "The same, for clients that cannot set headers", pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:([0-9]{1,19}|done))?$"),
     ),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(
