@@ -1186,10 +1186,26 @@ impl Reading {
                 return;
             }
         };
-        for row in settled {
+        let mut ended: Vec<Uuid> = settled.iter().map(|row| row.id).collect();
+        // An answer whose row never appeared, silent for as long as a claim lives: its owner
+        // died between claiming the question and writing the row. Its readers are told.
+        let orphaned: Vec<Uuid> = lock(&self.followers)
+            .by_answer
+            .iter()
+            .filter(|(id, f)| {
+                !ended.contains(id) && f.heard.elapsed() >= Duration::from_millis(CLAIM_TTL_MS)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            if let Ok(None) = self.store.message(id).await {
+                ended.push(id);
+            }
+        }
+        for id in ended {
             let live = {
                 let mut followers = lock(&self.followers);
-                let Some(f) = followers.by_answer.get_mut(&row.id) else {
+                let Some(f) = followers.by_answer.get_mut(&id) else {
                     continue;
                 };
                 if f.ending {

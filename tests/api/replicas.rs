@@ -353,3 +353,75 @@ async fn a_stop_asked_of_one_replica_cancels_the_answer_another_runs() {
     assert_eq!(answer_status(&a, &chat).await, "cancelled");
     assert!(stopped.to_string().contains("cancelled"), "{stopped}");
 }
+
+#[tokio::test]
+async fn a_reader_of_an_answer_whose_owner_died_before_writing_it_is_told() {
+    let Some(redis) = redis_url() else { return };
+    let (database_url, _dir) = fresh_database().await;
+    let b = spawn_app_on(&database_url, shared).await;
+    let chat = b.chat_with_question("claimed, never answered").await;
+    let question = b.conversations(&chat).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // What a replica leaves when it dies right after claiming the question: the claim and the
+    // answer's first entry, no row.
+    let answer = uuid::Uuid::now_v7();
+    let mut conn = redis::Client::open(redis.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("sluice:claim:{question}"))
+        .arg(format!("{answer} {chat}"))
+        .arg("PX")
+        .arg(15_000)
+        .ignore()
+        .cmd("XADD")
+        .arg(format!("sluice:log:{answer}"))
+        .arg("0-1")
+        .arg("k")
+        .arg("s")
+        .arg("v")
+        .arg(format!("{chat} {question} {}", uuid::Uuid::nil()))
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let asked = std::time::Instant::now();
+    // Nothing comes for as long as a claim lives (15 s): read the whole body, with room.
+    let body = tokio::time::timeout(
+        Duration::from_secs(40),
+        b.get(&format!("/conversations/inference/{chat}"))
+            .send()
+            .await
+            .unwrap()
+            .text(),
+    )
+    .await
+    .expect("the stream ended")
+    .unwrap();
+    let event = |name: &str| -> Value {
+        let block = body
+            .split("\n\n")
+            .find(|b| b.lines().any(|l| l == format!("event: {name}")))
+            .unwrap_or_else(|| panic!("no {name} event in {body}"));
+        let data = block
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap();
+        serde_json::from_str(data).unwrap()
+    };
+    assert_eq!(event("error")["code"], "interrupted", "{body}");
+    assert_eq!(event("done")["status"], "incomplete", "{body}");
+    eprintln!("told after {:?}", asked.elapsed());
+    assert!(asked.elapsed() < Duration::from_secs(25));
+    assert_eq!(
+        b.mock.request_count(),
+        0,
+        "nothing was asked upstream meanwhile"
+    );
+}
