@@ -79,6 +79,7 @@ pub async fn transcribe_audio(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_AUDIO_BYTES + FORM_OVERHEAD) {
+        drop(Lingering::new(request.into_body().into_data_stream()));
         return Err(too_large().into());
     }
     let limits = multer::SizeLimit::new()
@@ -86,7 +87,7 @@ pub async fn transcribe_audio(
         .per_field(MAX_FIELD_BYTES)
         .for_field("audio_file", MAX_AUDIO_BYTES);
     let mut form = multer::Multipart::with_constraints(
-        request.into_body().into_data_stream(),
+        Lingering::new(request.into_body().into_data_stream()),
         boundary,
         multer::Constraints::new().size_limit(limits),
     );
@@ -185,6 +186,71 @@ pub async fn transcribe_audio(
         text: transcript.text,
         language: transcript.language.or(language),
     }))
+}
+
+/// How much of a refused upload is still read, and for how long, so that its client gets to
+/// read the refusal: a connection closed with unread bytes is reset, and a client still
+/// sending would see a broken pipe instead of the 413 or 400.
+const LINGER_BYTES: usize = 32 * 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The request body; if it is let go before its end (the upload was refused), the rest is read
+/// and thrown away in the background, within `LINGER_BYTES` and `LINGER_TIME`.
+struct Lingering {
+    inner: Option<axum::body::BodyDataStream>,
+    ended: bool,
+}
+
+impl Lingering {
+    fn new(inner: axum::body::BodyDataStream) -> Self {
+        Self {
+            inner: Some(inner),
+            ended: false,
+        }
+    }
+}
+
+impl futures::Stream for Lingering {
+    type Item = std::result::Result<axum::body::Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let next = inner.poll_next_unpin(cx);
+        if matches!(next, std::task::Poll::Ready(None)) {
+            self.ended = true;
+        }
+        next
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let (Some(mut rest), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut read = 0_usize;
+            let _ = tokio::time::timeout(LINGER_TIME, async {
+                while let Some(Ok(chunk)) = rest.next().await {
+                    read += chunk.len();
+                    if read > LINGER_BYTES {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
 }
 
 /// The text fields of the form.
