@@ -436,24 +436,16 @@ impl LiveLogs for RedisLogs {
         chat_id: Uuid,
         question_id: Uuid,
     ) -> Option<Arc<Live>> {
-        if let Some(live) = self
-            .local
-            .of_chat(chat_id)
-            .into_iter()
-            .find(|l| l.message_id == message_id)
-        {
+        // Run here: the local registry's own lookup.
+        if let Some(live) = self.local.running(chat_id, message_id).await {
             return Some(live);
         }
         Some(self.reading.follow(message_id, chat_id, question_id).await)
     }
 
     async fn running(&self, chat_id: Uuid, message_id: Uuid) -> Option<Arc<Live>> {
-        if let Some(live) = self
-            .local
-            .of_chat(chat_id)
-            .into_iter()
-            .find(|l| l.message_id == message_id)
-        {
+        // Run here: the local registry's own lookup.
+        if let Some(live) = self.local.running(chat_id, message_id).await {
             return Some(live);
         }
         if let Some(live) = self.reading.followed_answer(message_id) {
