@@ -208,7 +208,10 @@ impl Slug {
 /// printable characters; the error names `field`.
 pub fn end_user_id<'a>(field: &str, raw: &'a str) -> Result<&'a str> {
     let trimmed = raw.trim();
-    if trimmed.is_empty() || trimmed.len() > 255 || trimmed.chars().any(char::is_control) {
+    if trimmed.is_empty()
+        || trimmed.chars().nth(255).is_some()
+        || trimmed.chars().any(char::is_control)
+    {
         return Err(Error::bad_request(
             field,
             format!("{field} must be 1 to 255 printable characters"),
@@ -277,7 +280,13 @@ pub fn parse_usd(field: &str, text: &str) -> Result<i64> {
     };
     let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 6 {
+    // At most 12 digits before the point, so that every amount accepted fits in micro-dollars.
+    if whole.is_empty()
+        || whole.len() > 12
+        || !digits(whole)
+        || !digits(fraction)
+        || fraction.len() > 6
+    {
         return Err(refuse());
     }
     let whole: i64 = whole.parse().map_err(|_| refuse())?;

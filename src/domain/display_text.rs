@@ -50,6 +50,10 @@ fn is_invisible(c: char) -> bool {
 /// override and isolate controls, text with no visible character (including empty text), and
 /// text longer than `max_chars` characters.
 pub fn display_text(field: &str, text: &str, max_chars: usize) -> Result<String, Error> {
+    // The length is the text as sent, white space included, as a client can check it.
+    if text.chars().nth(max_chars).is_some() {
+        return Err(too_long(field, max_chars));
+    }
     let text = text.trim();
     if text.chars().any(char::is_control) {
         return Err(Error::unprocessable(
@@ -78,13 +82,15 @@ pub fn display_text(field: &str, text: &str, max_chars: usize) -> Result<String,
             format!("{field} must contain at least one visible character"),
         ));
     }
-    if text.chars().count() > max_chars {
-        return Err(Error::unprocessable(
-            field,
-            format!("{field} is longer than {max_chars} characters"),
-        ));
-    }
     Ok(text.to_owned())
+}
+
+/// The error for a text longer than `max_chars`.
+pub fn too_long(field: &str, max_chars: usize) -> Error {
+    Error::unprocessable(
+        field,
+        format!("{field} is longer than {max_chars} characters"),
+    )
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub use chat::{
     TopP, UsageEntry, Workspace, check_origin, end_user_id, format_usd, key_rate_limit,
     language_tag, parse_usd,
 };
-pub use display_text::display_text;
+pub use display_text::{display_text, too_long};
 pub use text::LineBreaks;
 
 /// The two kinds of key.

@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use crate::service::Services;
 
 const DESCRIPTION: &str = "A Server-Sent-Events streaming inference gateway and chat backend: \
 the conversations API (chats, messages, SSE inference that survives reconnects), the workspace \
@@ -99,14 +100,33 @@ struct Published(Option<Bytes>);
 
 /// Adds `GET /openapi.json` and `GET /docs` (documented like any other route) and returns the
 /// plain axum router, with the description of every route registered so far.
-pub fn publish(documented: OpenApiRouter<AppState>) -> Router<AppState> {
+pub fn publish(documented: OpenApiRouter<AppState>, services: &Services) -> Router<AppState> {
     let mut own = OpenApiRouter::<Published>::new()
         .routes(routes!(openapi_json))
         .routes(routes!(docs_page));
     let (router, mut api) = documented.split_for_parts();
     api.merge(own.to_openapi());
     document_unsupported_media_type(&mut api);
-    let json = match api.to_json() {
+    document_head_too_large(&mut api);
+    let json = serde_json::to_value(&api)
+        .map(|mut doc| {
+            let served = text_rules::Served {
+                max_message_chars: services.limits.max_message_chars,
+                output_cap: services.largest_output_cap(),
+                providers: text_rules::any_case_of(&services.provider_names()),
+            };
+            text_rules::attach(&mut doc, &served);
+            text_rules::secret_keys_have_no_origins(&mut doc);
+            // The transcription form refuses fields it does not know, as JSON bodies do.
+            if let Some(form) = doc.pointer_mut("/components/schemas/TranscriptionForm")
+                && let Some(form) = form.as_object_mut()
+            {
+                form.insert("additionalProperties".into(), false.into());
+            }
+            doc
+        })
+        .and_then(|doc| serde_json::to_vec(&doc));
+    let json = match json {
         Ok(json) => Some(Bytes::from(json)),
         Err(e) => {
             tracing::error!(error = %e, "the API description does not serialize");
@@ -114,6 +134,229 @@ pub fn publish(documented: OpenApiRouter<AppState>) -> Router<AppState> {
         }
     };
     router.merge(Router::from(own.with_state(Published(json))))
+}
+
+/// The text rules the server enforces, spelled once as JSON Schema patterns. A field names its
+/// rule with a `format` (`#[schema(format = "message-text")]`) and gets the pattern here, so a
+/// client generated from the description refuses what the server refuses. The character
+/// classes are written out rather than `\s`, whose meaning differs between regex dialects; the
+/// white space is Unicode's `White_Space`, what the server trims.
+mod text_rules {
+    use serde_json::Value;
+
+    /// Unicode `White_Space`, as a class body.
+    macro_rules! ws {
+        () => {
+            r"\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+        };
+    }
+
+    /// What the rules take from this server's settings.
+    pub struct Served {
+        pub max_message_chars: usize,
+        /// The largest output cap of any model.
+        pub output_cap: u32,
+        /// A pattern of the configured providers' names, in any case; `None` when there are
+        /// none (the demo model).
+        pub providers: Option<String>,
+    }
+
+    /// A pattern matching exactly these names, ASCII letters in either case.
+    pub fn any_case_of(names: &[String]) -> Option<String> {
+        if names.is_empty() {
+            return None;
+        }
+        let alternatives: Vec<String> = names
+            .iter()
+            .map(|name| {
+                name.chars()
+                    .map(|c| match c {
+                        c if c.is_ascii_alphabetic() => {
+                            format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                        }
+                        c if c.is_ascii_punctuation() => format!("\\{c}"),
+                        c => c.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        // Blank is as if unset.
+        Some(format!("^[{}]*$|^({})$", ws!(), alternatives.join("|")))
+    }
+
+    macro_rules! display_text {
+        () => {
+            r"^\s*[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8][^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*\s*$"
+        };
+    }
+
+    /// A chat, session, agent or workspace name (`domain::display_text`): no control characters
+    /// or bidirectional override and isolate controls, and one visible character at least.
+    const DISPLAY_TEXT: &str = display_text!();
+
+    /// A display text, or only white space: the field is then as if unset.
+    const DISPLAY_TEXT_OR_BLANK: &str = concat!("^[", ws!(), "]*$|", display_text!());
+
+    /// A message: one character that is not white space at least, and no NUL.
+    const MESSAGE_TEXT: &str = concat!(r"^[^\u0000]*[^\u0000", ws!(), r"][^\u0000]*$");
+
+    /// Something other than white space.
+    const NONBLANK: &str = concat!("[^", ws!(), "]");
+
+    /// An end user's id (`domain::end_user_id`): trimmed, 1 to 255 characters, no control
+    /// characters.
+    const END_USER_ID: &str = concat!(
+        "^[",
+        ws!(),
+        r"]*[^\u0000-\u001f\u007f-\u009f",
+        ws!(),
+        r"]([^\u0000-\u001f\u007f-\u009f]{0,253}[^\u0000-\u001f\u007f-\u009f",
+        ws!(),
+        "])?[",
+        ws!(),
+        "]*$"
+    );
+
+    /// US dollars (`domain::parse_usd`): up to 12 digits, then up to 6 decimals.
+    const USD: &str = concat!("^[", ws!(), r"]*[0-9]{1,12}(\.[0-9]{0,6})?[", ws!(), "]*$");
+
+    /// A BCP 47 language tag (`domain::language_tag`).
+    const LANGUAGE_TAG: &str = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$";
+
+    /// A language tag, or nothing: the field is then as if absent.
+    const LANGUAGE_TAG_OR_BLANK: &str = concat!(
+        "^[",
+        ws!(),
+        r"]*([A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*)?[",
+        ws!(),
+        "]*$"
+    );
+
+    /// RFC 3339, with only the dates the calendar has (February 29th in leap years).
+    const DATE_TIME: &str = concat!(
+        r"^([0-9]{4}-(0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])",
+        r"|[0-9]{4}-(0[469]|11)-(0[1-9]|[12][0-9]|30)",
+        r"|[0-9]{4}-02-(0[1-9]|1[0-9]|2[0-8])",
+        r"|([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)-02-29)",
+        r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?",
+        r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+    );
+
+    /// A secret key is bound to no origin: `origins` of a key to create is empty unless its
+    /// `kind` is `publishable`.
+    pub fn secret_keys_have_no_origins(doc: &mut Value) {
+        if let Some(schema) = doc.pointer_mut("/components/schemas/CreateKey")
+            && let Some(object) = schema.as_object_mut()
+        {
+            object.insert(
+                "if".into(),
+                serde_json::json!({"properties": {"kind": {"const": "secret"}}}),
+            );
+            object.insert(
+                "then".into(),
+                serde_json::json!({"properties": {"origins": {"maxItems": 0}}}),
+            );
+        }
+    }
+
+    /// Adds each named rule's pattern (and the configured length of a message) to every schema
+    /// in `doc` whose `format` names it; an `output-tokens` integer gets the largest output cap
+    /// of any model served (each model's own cap is in the operation's description).
+    pub fn attach(doc: &mut Value, served: &Served) {
+        match doc {
+            Value::Object(object) => {
+                let format = object
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let format = format.as_deref();
+                if format == Some("output-tokens") {
+                    object.insert("maximum".into(), served.output_cap.into());
+                }
+                if let (Some("provider"), Some(providers)) = (format, &served.providers) {
+                    object.insert("pattern".into(), providers.as_str().into());
+                }
+                let pattern = match format {
+                    Some("display-text") => Some(DISPLAY_TEXT),
+                    Some("display-text-or-blank") => Some(DISPLAY_TEXT_OR_BLANK),
+                    Some("message-text") => {
+                        object.insert("maxLength".into(), served.max_message_chars.into());
+                        Some(MESSAGE_TEXT)
+                    }
+                    Some("nonblank") => Some(NONBLANK),
+                    Some("end-user-id") => Some(END_USER_ID),
+                    Some("usd") => Some(USD),
+                    Some("language-tag") => Some(LANGUAGE_TAG),
+                    Some("language-tag-or-blank") => Some(LANGUAGE_TAG_OR_BLANK),
+                    Some("date-time") => Some(DATE_TIME),
+                    _ => None,
+                };
+                if let Some(pattern) = pattern {
+                    object.insert("pattern".into(), pattern.into());
+                }
+                object.values_mut().for_each(|v| attach(v, served));
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| attach(v, served)),
+            _ => {}
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn matches(pattern: &str, text: &str) -> bool {
+            regex::Regex::new(pattern).unwrap().is_match(text)
+        }
+
+        #[test]
+        fn each_rule_takes_what_the_server_takes() {
+            use crate::domain;
+            for (text, ok) in [("bob", true), ("  a b ", true), ("", false), (" ", false)] {
+                assert_eq!(matches(END_USER_ID, text), ok, "{text:?}");
+                assert_eq!(domain::end_user_id("u", text).is_ok(), ok, "{text:?}");
+            }
+            let long = "x".repeat(255);
+            assert!(matches(END_USER_ID, &long) && domain::end_user_id("u", &long).is_ok());
+            let longer = "é".repeat(256);
+            assert!(!matches(END_USER_ID, &longer) && domain::end_user_id("u", &longer).is_err());
+            assert!(!matches(END_USER_ID, "a\u{7}b"));
+            for (text, ok) in [
+                ("10.00", true),
+                ("3", true),
+                ("3.", true),
+                ("", false),
+                ("1.1234567", false),
+                ("-1", false),
+            ] {
+                assert_eq!(matches(USD, text), ok, "{text:?}");
+                assert_eq!(domain::parse_usd("c", text).is_ok(), ok, "{text:?}");
+            }
+            for (text, ok) in [
+                ("hi", true),
+                (" \n", false),
+                ("a\u{0}", false),
+                ("\u{feff}", true),
+            ] {
+                assert_eq!(matches(MESSAGE_TEXT, text), ok, "{text:?}");
+            }
+            for (text, ok) in [
+                ("2024-02-29T00:00:00Z", true),
+                ("2023-02-29T00:00:00Z", false),
+                ("2000-02-29T23:59:59.5+05:30", true),
+                ("1900-02-29T00:00:00Z", false),
+                ("2024-04-31T00:00:00Z", false),
+                ("2024-12-31T24:00:00Z", false),
+            ] {
+                assert_eq!(matches(DATE_TIME, text), ok, "{text:?}");
+                assert_eq!(
+                    chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+                    ok,
+                    "{text:?}"
+                );
+            }
+        }
+    }
 }
 
 /// Every operation that reads a JSON body refuses another `Content-Type` with 415 (the body
@@ -157,6 +400,33 @@ fn document_unsupported_media_type(api: &mut utoipa::openapi::OpenApi) {
                     .responses
                     .insert("415".to_owned(), RefOr::T(refused));
             }
+        }
+    }
+}
+
+/// Every operation may be answered 431, without a body, by the listener before any route runs:
+/// a request head (the path and query included) over the limit.
+fn document_head_too_large(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, ResponseBuilder};
+    for item in api.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let refused = ResponseBuilder::new()
+                .description("The request head (with its path and query) is too large")
+                .build();
+            operation
+                .responses
+                .responses
+                .entry("431".to_owned())
+                .or_insert(RefOr::T(refused));
         }
     }
 }

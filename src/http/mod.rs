@@ -11,6 +11,7 @@ pub mod rate_limit;
 mod request_id;
 mod session;
 pub mod sse;
+mod whole;
 pub mod workspace;
 
 use std::sync::Arc;
@@ -67,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(session::router())
         .merge(page::router())
         .nest("/v1", openai::router());
-    let app = docs::publish(documented)
+    let app = docs::publish(documented, &state.services)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -38,6 +38,22 @@ impl Drop for OpenStream {
 const RETRY_AFTER_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// Tells a resuming client to reconnect soon: the farewell of resumable streams.
+/// One event of a stream, as the description shows it: a client's `EventSource` hands each one
+/// over with these fields. `data` is JSON (one object per event) in every dialect.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ServerSentEvent {
+    /// The event's name; absent for `message` (the `/v1` chunks).
+    event: Option<String>,
+    /// A JSON object, or `[DONE]` at the end of a `/v1` stream.
+    data: String,
+    /// `<message id>:<offset>` or `<message id>:done`, for `Last-Event-ID`; absent where a
+    /// stream cannot be resumed.
+    id: Option<String>,
+    /// How long a client waits before reconnecting, in milliseconds.
+    retry: Option<u64>,
+}
+
 pub fn retry_event() -> Event {
     Event::default().retry(RETRY_AFTER_SHUTDOWN)
 }

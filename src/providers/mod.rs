@@ -345,6 +345,19 @@ impl Providers {
         self.demo.is_some()
     }
 
+    /// The configured providers' names.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|(_, s)| s.name.clone()).collect()
+    }
+
+    /// The largest output cap of any model served: the most `max_tokens` any request may ask.
+    pub fn largest_output_cap(&self) -> u32 {
+        self.entries
+            .iter()
+            .flat_map(|(_, s)| s.max_tokens.values().copied())
+            .fold(DEFAULT_MAX_TOKENS, u32::max)
+    }
+
     /// `provider/model` names of every listed model, default first.
     pub fn model_ids(&self) -> Vec<String> {
         if self.is_demo() {

@@ -63,6 +63,9 @@ fn renamed(error: Error) -> Error {
 }
 
 fn optional_text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>> {
+    if value.as_ref().is_some_and(|v| v.chars().nth(max).is_some()) {
+        return Err(crate::domain::too_long(field, max));
+    }
     value
         .filter(|v| !v.trim().is_empty())
         .map(|v| display_text(field, &v, max))

@@ -126,6 +126,16 @@ impl Services {
         Ok(decision)
     }
 
+    /// The configured providers' names (a request may name one in any case).
+    pub fn provider_names(&self) -> Vec<String> {
+        self.providers.names()
+    }
+
+    /// The most output tokens any request may ask, whatever its model.
+    pub fn largest_output_cap(&self) -> u32 {
+        self.providers.largest_output_cap()
+    }
+
     /// The models served, as `provider/model`, the default first.
     pub fn models(&self, who: &Principal) -> crate::Result<Vec<String>> {
         who.allow(Access::Backend)?;

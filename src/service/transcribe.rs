@@ -40,20 +40,14 @@ impl Services {
         })
     }
 
-    /// The workspace an upload names in its form. An unknown one is a bad form field (400), a
-    /// spent credit 402.
+    /// The workspace an upload names in its form: one this key may use (404 otherwise, as for
+    /// a workspace in a path), whose credit is not spent (402).
     pub async fn transcription_workspace(
         &self,
         who: &Principal,
         reference: &str,
     ) -> Result<Workspace> {
-        let workspace = self.workspace(who, reference).await.map_err(|e| match e {
-            Error::NotFound(_) => Error::bad_request(
-                "workspace_id",
-                "workspace_id names no workspace this key may use",
-            ),
-            other => other,
-        })?;
+        let workspace = self.workspace(who, reference).await?;
         self.credits.check(workspace.id).await?;
         Ok(workspace)
     }

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 
-use super::dto::{AgentBody, AgentDto, AgentList, Rollback, RolledBack, VersionList};
+use super::dto::{AgentBody, AgentDto, AgentList, NewAgent, Rollback, RolledBack, VersionList};
 use super::error::{AgentError, ErrorBody};
 use super::{Body, Caller, agent_type_filter};
 use crate::http::AppState;
@@ -20,7 +20,7 @@ use crate::http::extract::{Auth, parse_id, parse_json};
     post,
     path = "/agent",
     tag = "agents",
-    request_body = AgentBody,
+    request_body = NewAgent,
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 201, description = "The agent", body = AgentDto),

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::http::AppState;
 use crate::http::extract::JsonBody;
 use crate::http::extract::{Auth, accepts_events, flag, parse_id, query_pairs};
-use crate::http::sse::last_event_id;
+use crate::http::sse::{ServerSentEvent, last_event_id};
 use crate::http::workspace::stream::{json, response_with};
 use crate::service::{AnswerStream, StreamOpen};
 
@@ -62,10 +62,10 @@ pub async fn create_chat(
     path = "/chat",
     tag = "agent chats",
     params(
-        ("userId" = Option<String>, Query, description = "Only this end user's chats"),
+        ("userId" = Option<String>, Query, format = "end-user-id", description = "Only this end user's chats"),
         ("agentType" = Option<String>, Query, description = "Only chats of agents of this type"),
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100"),
-        ("cursor" = Option<String>, Query, description = "A previous page's nextCursor"),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "A previous page's nextCursor"),
     ),
     security(("bearer" = []), ("api_key" = [])),
     responses(
@@ -96,10 +96,12 @@ pub async fn list_chats(
             .ok_or_else(|| Error::bad_request("limit", "limit must be from 1 to 100"))?,
         None => DEFAULT_PAGE,
     };
+    // The cursor is the offset of the next page, as the description's pattern says.
     let offset = match value("cursor") {
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| Error::bad_request("cursor", "cursor is not one this server gave"))?,
+        Some(v) => Some(v)
+            .filter(|v| (1..=18).contains(&v.len()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| Error::bad_request("cursor", "cursor is not one this server gave"))?,
         None => 0,
     };
     let chats = state
@@ -223,7 +225,10 @@ fn stream(state: &AppState, answer: AnswerStream) -> Response {
     request_body = PostMessage,
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(
-        (status = 200, description = "The answer once it ended (JSON), or its event stream (`text/event-stream`)", body = MessageDto),
+        (status = 200, description = "The answer once it ended (JSON), or its event stream (`text/event-stream`)", content(
+            (MessageDto = "application/json"),
+            (ServerSentEvent = "text/event-stream"),
+        )),
         (status = 400, description = "Empty content, a role other than `user`", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 402, description = "The workspace's credit is used up", body = ErrorBody),
@@ -311,7 +316,7 @@ pub async fn list_messages(
     ),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(
-        (status = 200, description = "The answer's events", content_type = "text/event-stream"),
+        (status = 200, description = "The answer's events", content_type = "text/event-stream", body = ServerSentEvent),
         (status = 204, description = "Nothing after the given id"),
         (status = 400, description = "A malformed id or Last-Event-ID", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),

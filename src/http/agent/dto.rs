@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use crate::domain::{Agent, AgentFields, AgentVersion, Chat, Message};
 use crate::http::conversations::dto::timestamp;
-use crate::http::workspace::dto::present;
+use crate::http::whole;
+use crate::http::workspace::dto::{PostedRole, present};
 use crate::service::AgentInput;
 
 /// An agent's fields as a client sends them: every one optional on update, where `null`
@@ -15,10 +16,13 @@ use crate::service::AgentInput;
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentBody {
+    /// 1 to 200 visible characters; required on create.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, format = "display-text")]
     pub name: Option<String>,
+    /// Up to 2000 characters; blank is as if unset.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000, format = "display-text-or-blank")]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
@@ -27,25 +31,57 @@ pub struct AgentBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub model: Option<Option<String>>,
-    /// A configured provider; unset: the server's default.
+    /// A configured provider (any case); unset: the server's default.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = "provider")]
     pub provider: Option<Option<String>>,
     /// 0 to 2.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 2)]
     pub temperature: Option<Option<f64>>,
     /// 1 to the model's cap.
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>)]
+    #[serde(default, deserialize_with = "whole::present")]
+    #[schema(value_type = Option<i64>, minimum = 1, format = "output-tokens")]
     pub max_tokens: Option<Option<i64>>,
     /// `web_search` answers through the internet pipeline, with sources.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<AgentTool>>)]
     pub tools: Option<Option<Vec<String>>>,
+    /// Up to 100 characters; blank is as if unset.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 100, format = "display-text-or-blank")]
     pub agent_type: Option<Option<String>>,
+}
+
+/// A tool an agent may use (`domain::AGENT_TOOLS`).
+#[derive(ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub enum AgentTool {
+    web_search,
+}
+
+/// [`AgentBody`] as `POST /agent` takes it, for the description: `name` is required there.
+pub struct NewAgent;
+
+impl utoipa::PartialSchema for NewAgent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{Schema, Type};
+        use utoipa::openapi::{RefOr, schema::SchemaType};
+        let mut schema = <AgentBody as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(body)) = &mut schema {
+            body.required.push("name".to_owned());
+            if let Some(RefOr::T(Schema::Object(name))) = body.properties.get_mut("name") {
+                name.schema_type = SchemaType::Type(Type::String);
+            }
+        }
+        schema
+    }
+}
+
+impl ToSchema for NewAgent {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "AgentCreate".into()
+    }
 }
 
 impl From<AgentBody> for AgentInput {
@@ -162,7 +198,7 @@ pub struct VersionList {
 #[serde(deny_unknown_fields)]
 pub struct Rollback {
     /// Default: the version before the current one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub version: Option<i64>,
 }
 
@@ -179,10 +215,12 @@ pub struct RolledBack {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = AgentCreateChat)]
 pub struct CreateChat {
     pub agent_id: Uuid,
     /// The end user the chat belongs to.
     #[serde(default)]
+    #[schema(format = "end-user-id")]
     pub user_id: Option<String>,
     /// Kept as given: a JSON object.
     #[serde(default)]
@@ -305,10 +343,13 @@ pub struct MessageList {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AgentPostMessage)]
 pub struct PostMessage {
+    #[schema(format = "message-text")]
     pub content: String,
     /// `user`.
     #[serde(default = "user")]
+    #[schema(value_type = PostedRole)]
     pub role: String,
 }
 

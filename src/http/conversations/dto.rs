@@ -83,11 +83,7 @@ impl From<&Message> for ConversationDto {
 pub struct CreateChat {
     /// Trimmed; 1 to 200 characters with at least one visible one, no control characters and
     /// no bidirectional override or isolate controls (422 naming `name` otherwise).
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^\s*[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8][^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*\s*$"
-    )]
+    #[schema(min_length = 1, max_length = 200, format = "display-text")]
     pub name: String,
 }
 
@@ -95,11 +91,7 @@ pub struct CreateChat {
 pub struct UpdateChat {
     /// Trimmed; 1 to 200 characters with at least one visible one, no control characters and
     /// no bidirectional override or isolate controls (422 naming `name` otherwise).
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^\s*[^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8][^\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]*\s*$"
-    )]
+    #[schema(min_length = 1, max_length = 200, format = "display-text")]
     pub name: String,
     /// Stored as given; the time of the request when absent.
     #[serde(default)]

@@ -13,7 +13,7 @@ use super::handlers::Caller;
 use crate::domain::GenEvent;
 use crate::http::AppState;
 use crate::http::extract::{Auth, parse_id};
-use crate::http::sse::{EventIds, last_event_id};
+use crate::http::sse::{EventIds, ServerSentEvent, last_event_id};
 use crate::service::{AnswerStream, Principal, StreamOpen, Variant};
 
 /// Stream the answer (SSE)
@@ -48,7 +48,7 @@ use crate::service::{AnswerStream, Principal, StreamOpen, Variant};
     ),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(
-        (status = 200, description = "The event stream: text deltas, then `error`? and `done`", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream: text deltas, then `error`? and `done`", content_type = "text/event-stream", body = ServerSentEvent),
         (status = 204, description = "The client already had `done`: nothing more will come"),
         (status = 400, description = "The id is not a UUID, or a malformed Last-Event-ID, or an offset inside a character or beyond the text of an answer that is not `incomplete`", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
@@ -103,7 +103,7 @@ pub async fn inference(
     ),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(
-        (status = 200, description = "The event stream: `sources`, then as the plain stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream: `sources`, then as the plain stream", content_type = "text/event-stream", body = ServerSentEvent),
         (status = 204, description = "The client already had `done`: nothing more will come"),
         (status = 400, description = "The id is not a UUID, or a malformed Last-Event-ID, or an offset inside a character or beyond the text of an answer that is not `incomplete`", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),

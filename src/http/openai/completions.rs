@@ -20,6 +20,7 @@ use super::request::{self, ChatCompletionRequest};
 use crate::domain::{Finished, GenEvent, MessageStatus, ToolCallDelta};
 use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody};
+use crate::http::sse::ServerSentEvent;
 use crate::service::AnswerStream;
 
 /// Create a chat completion
@@ -45,7 +46,7 @@ use crate::service::AnswerStream;
     responses(
         (status = 200, description = "The answer: a `chat.completion` object, or with `stream: true` an event stream of `chat.completion.chunk` objects ending with `[DONE]`", content(
             (Completion = "application/json"),
-            (String = "text/event-stream"),
+            (ServerSentEvent = "text/event-stream"),
         )),
         (status = 400, description = "An invalid field, named in `param`; the body is not JSON; or the provider refused the request", body = ErrorEnvelope),
         (status = 401, description = "Missing or invalid key", body = ErrorEnvelope),

@@ -41,11 +41,33 @@ fn number_in(body: &Map<String, Value>, field: &str, min: f64, max: f64) -> Resu
     }
 }
 
-fn positive_integer(body: &Map<String, Value>, field: &str) -> Result<(), Error> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(()),
-        Some(v) if v.as_u64().is_some_and(|n| n > 0) => Ok(()),
-        Some(_) => Err(bad(field, format!("`{field}` must be a positive integer"))),
+/// An integer field, `3` or `3.0` (JSON Schema's `integer` admits both), rewritten as `3` for
+/// providers that take only that; `Err` when it is not a whole number.
+fn integer(body: &mut Map<String, Value>, field: &str) -> Result<Option<i128>, ()> {
+    /// The largest magnitude an `f64` holds every integer up to.
+    const EXACT_F64: f64 = 9_007_199_254_740_992.0;
+    let Some(value) = body.get_mut(field).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    if let Some(n) = value.as_i64() {
+        return Ok(Some(n.into()));
+    }
+    if let Some(n) = value.as_u64() {
+        return Ok(Some(n.into()));
+    }
+    let whole = value
+        .as_f64()
+        .filter(|x| x.fract() == 0.0 && x.abs() <= EXACT_F64)
+        .ok_or(())? as i64;
+    *value = Value::from(whole);
+    Ok(Some(whole.into()))
+}
+
+fn positive_integer(body: &mut Map<String, Value>, field: &str) -> Result<(), Error> {
+    match integer(body, field) {
+        Ok(None) => Ok(()),
+        Ok(Some(n)) if n > 0 => Ok(()),
+        _ => Err(bad(field, format!("`{field}` must be a positive integer"))),
     }
 }
 
@@ -86,6 +108,12 @@ fn check_message(index: usize, message: &Value) -> Result<(), Error> {
                 "`content` must be a string or an array of content parts",
             ));
         }
+    }
+    if object
+        .get("tool_calls")
+        .is_some_and(|calls| !calls.is_null() && !calls.is_array())
+    {
+        return Err(bad(field("tool_calls"), "`tool_calls` must be an array"));
     }
     if role == "tool" && object.get("tool_call_id").and_then(Value::as_str).is_none() {
         return Err(bad(
@@ -136,24 +164,25 @@ pub fn parse(body: Value) -> Result<Parsed, Error> {
         },
         Some(_) => return Err(bad("stream_options", "`stream_options` must be an object")),
     };
-    match body.remove("n") {
-        None | Some(Value::Null) => {}
-        Some(v) if v.as_u64() == Some(1) => {}
-        Some(_) => return Err(bad("n", "only `n: 1` is supported")),
+    match integer(&mut body, "n") {
+        Ok(None | Some(1)) => {
+            body.remove("n");
+        }
+        _ => return Err(bad("n", "only `n: 1` is supported")),
     }
     number_in(&body, "temperature", 0.0, 2.0)?;
     number_in(&body, "top_p", 0.0, 1.0)?;
-    positive_integer(&body, "max_tokens")?;
-    positive_integer(&body, "max_completion_tokens")?;
+    positive_integer(&mut body, "max_tokens")?;
+    positive_integer(&mut body, "max_completion_tokens")?;
     match body.get("stop") {
         None | Some(Value::Null | Value::String(_)) => {}
         Some(Value::Array(a)) if a.len() <= 4 && a.iter().all(Value::is_string) => {}
         Some(_) => return Err(bad("stop", "`stop` must be a string or up to 4 strings")),
     }
-    if body
-        .get("seed")
-        .is_some_and(|seed| !seed.is_null() && seed.as_i64().is_none())
-    {
+    if !matches!(
+        integer(&mut body, "seed"),
+        Ok(None) | Ok(Some(-0x8000_0000_0000_0000..=0x7fff_ffff_ffff_ffff))
+    ) {
         return Err(bad("seed", "`seed` must be an integer"));
     }
     if body.get("response_format").is_some_and(|format| {
@@ -166,6 +195,15 @@ pub fn parse(body: Value) -> Result<Parsed, Error> {
             .as_array()
             .ok_or_else(|| bad("tools", "`tools` must be an array"))?;
         for (i, tool) in tools.iter().enumerate() {
+            if tool
+                .get("type")
+                .is_some_and(|t| !t.is_null() && !t.is_string())
+            {
+                return Err(bad(
+                    format!("tools[{i}].type"),
+                    "a tool's `type` must be a string",
+                ));
+            }
             let named = tool
                 .get("function")
                 .and_then(|f| f.get("name"))
@@ -175,6 +213,21 @@ pub fn parse(body: Value) -> Result<Parsed, Error> {
                 return Err(bad(
                     format!("tools[{i}].function.name"),
                     "each tool needs a function with a `name`",
+                ));
+            }
+            let function = tool.get("function");
+            let parameters = function.and_then(|f| f.get("parameters"));
+            if parameters.is_some_and(|p| !p.is_null() && !p.is_object()) {
+                return Err(bad(
+                    format!("tools[{i}].function.parameters"),
+                    "a function's `parameters` must be a JSON Schema object",
+                ));
+            }
+            let description = function.and_then(|f| f.get("description"));
+            if description.is_some_and(|d| !d.is_null() && !d.is_string()) {
+                return Err(bad(
+                    format!("tools[{i}].function.description"),
+                    "a function's `description` must be a string",
                 ));
             }
         }
@@ -214,7 +267,7 @@ mod schema {
     #[derive(ToSchema)]
     pub struct ChatCompletionRequest {
         /// `provider/model`, a model listed under a provider, or an alias.
-        #[schema(examples("openai/gpt-4o-mini"))]
+        #[schema(examples("openai/gpt-4o-mini"), min_length = 1, format = "nonblank")]
         model: String,
         #[schema(min_items = 1)]
         messages: Vec<RequestMessage>,
@@ -226,19 +279,17 @@ mod schema {
         #[schema(minimum = 0, maximum = 1)]
         top_p: Option<f64>,
         /// At most the model's cap (its provider's `max_tokens` setting, 131072 by default).
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, format = "output-tokens")]
         max_tokens: Option<u64>,
         /// The same limit under its newer name, with the same cap.
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, format = "output-tokens")]
         max_completion_tokens: Option<u64>,
         /// Only 1 is supported.
         #[schema(minimum = 1, maximum = 1)]
         n: Option<u64>,
         stop: Option<Stop>,
         seed: Option<i64>,
-        /// An object with a `type`.
-        #[schema(value_type = Option<Object>)]
-        response_format: Option<Value>,
+        response_format: Option<ResponseFormat>,
         tools: Option<Vec<Tool>>,
         /// `none`, `auto`, `required`, or an object naming a function.
         #[schema(value_type = Option<Value>)]
@@ -248,33 +299,74 @@ mod schema {
         other: BTreeMap<String, Value>,
     }
 
-    /// One message of the conversation.
+    /// One message of the conversation: which fields it needs follows from its `role`.
     #[derive(ToSchema)]
+    #[serde(untagged)]
     #[schema(as = ChatCompletionRequestMessage)]
-    pub struct RequestMessage {
-        pub role: MessageRole,
-        /// Text, or content parts (each with a `type`); may be null for `assistant`.
+    pub enum RequestMessage {
+        Said(SaidMessage),
+        Assistant(AssistantMessage),
+        Tool(ToolMessage),
+    }
+
+    /// A `system`, `developer`, `user` or `function` message.
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionSaidMessage)]
+    pub struct SaidMessage {
+        pub role: SaidRole,
+        /// Text, or content parts (each with a `type`).
+        content: Content,
+        name: Option<String>,
+        #[serde(flatten)]
+        other: BTreeMap<String, Value>,
+    }
+
+    /// An earlier answer: its text, its tool calls, or both.
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionAssistantMessage)]
+    pub struct AssistantMessage {
+        pub role: AssistantRole,
         content: Option<Content>,
         name: Option<String>,
-        /// An `assistant` message's tool calls.
         #[schema(value_type = Option<Vec<Object>>)]
         tool_calls: Option<Vec<Value>>,
-        /// Required for `tool` messages.
-        tool_call_id: Option<String>,
+        #[serde(flatten)]
+        other: BTreeMap<String, Value>,
+    }
+
+    /// A tool's result, for the call it names.
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionToolMessage)]
+    pub struct ToolMessage {
+        pub role: ToolRole,
+        content: Content,
+        tool_call_id: String,
         #[serde(flatten)]
         other: BTreeMap<String, Value>,
     }
 
     #[derive(ToSchema)]
     #[serde(rename_all = "lowercase")]
-    #[schema(as = ChatCompletionRole)]
-    pub enum MessageRole {
+    #[schema(as = ChatCompletionSaidRole)]
+    pub enum SaidRole {
         System,
         Developer,
         User,
-        Assistant,
-        Tool,
         Function,
+    }
+
+    #[derive(ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[schema(as = ChatCompletionAssistantRole)]
+    pub enum AssistantRole {
+        Assistant,
+    }
+
+    #[derive(ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    #[schema(as = ChatCompletionToolRole)]
+    pub enum ToolRole {
+        Tool,
     }
 
     #[derive(ToSchema)]
@@ -289,6 +381,16 @@ mod schema {
     #[schema(as = ChatCompletionContentPart)]
     pub struct ContentPart {
         /// `text`, `image_url`, …
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(flatten)]
+        other: BTreeMap<String, Value>,
+    }
+
+    /// How the answer is to be written: `text`, `json_object`, `json_schema` with its schema.
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionResponseFormat)]
+    pub struct ResponseFormat {
         #[serde(rename = "type")]
         kind: String,
         #[serde(flatten)]
@@ -387,12 +489,55 @@ mod tests {
             field_of(with("tools", json!([{"type": "function"}]))),
             "tools[0].function.name"
         );
+        assert_eq!(
+            field_of(with(
+                "tools",
+                json!([{"function": {"name": "f", "parameters": [1]}}])
+            )),
+            "tools[0].function.parameters"
+        );
+    }
+
+    #[test]
+    fn integers_may_be_spelled_as_whole_floats_and_reach_the_provider_as_integers() {
+        let parsed = parse(json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 16.0, "seed": -3.0, "n": 1.0
+        }))
+        .unwrap();
+        assert_eq!(parsed.input.params["max_tokens"], json!(16));
+        assert!(parsed.input.params["max_tokens"].is_i64());
+        assert_eq!(parsed.input.params["seed"], json!(-3));
+        assert!(!parsed.input.params.contains_key("n"));
+        let with = |k: &str, v: serde_json::Value| {
+            let mut b = json!({"model": "m", "messages": [{"role": "user", "content": "x"}]});
+            b[k] = v;
+            b
+        };
+        assert_eq!(field_of(with("max_tokens", json!(16.5))), "max_tokens");
+        assert_eq!(field_of(with("max_tokens", json!(0.0))), "max_tokens");
+        assert_eq!(field_of(with("seed", json!(1e300))), "seed");
+        assert_eq!(field_of(with("n", json!(2.0))), "n");
     }
 
     #[test]
     fn the_described_roles_are_the_accepted_roles() {
+        use super::schema::{AssistantRole, SaidRole, ToolRole};
         use utoipa::PartialSchema;
-        let schema = serde_json::to_value(super::schema::MessageRole::schema()).unwrap();
-        assert_eq!(schema["enum"], json!(ROLES));
+        let mut described: Vec<String> = [
+            SaidRole::schema(),
+            AssistantRole::schema(),
+            ToolRole::schema(),
+        ]
+        .into_iter()
+        .flat_map(|s| {
+            let s = serde_json::to_value(s).unwrap();
+            serde_json::from_value::<Vec<String>>(s["enum"].clone()).unwrap()
+        })
+        .collect();
+        let mut accepted: Vec<String> = ROLES.iter().map(|r| r.to_string()).collect();
+        described.sort();
+        accepted.sort();
+        assert_eq!(described, accepted);
     }
 }

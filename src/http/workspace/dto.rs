@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::domain::{ApiKey, Chat, Message, MessageStatus, Role, Share, Workspace, format_usd};
 use crate::http::conversations::{UsageDto, timestamp};
+use crate::http::whole;
 use crate::service::{ChatInput, CreditUsage, PublicView, TaskView};
 
 /// A workspace.
@@ -38,21 +39,25 @@ pub struct CreateWorkspace {
     /// 1 to 64 characters of `a-z`, `0-9` and `-`; unique.
     #[schema(pattern = r"^[a-z0-9-]{1,64}$")]
     pub slug: String,
-    /// Shown to people; the slug when absent.
+    /// Shown to people (1 to 100 visible characters); the slug when absent.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100, format = "display-text")]
     pub name: Option<String>,
     /// US dollars as a decimal string (`"10.00"`); null or absent for no limit.
     #[serde(default)]
+    #[schema(format = "usd")]
     pub credit_limit: Option<String>,
 }
 
 /// `null` for `credit_limit` lifts the limit; an absent field leaves it.
 #[derive(Deserialize, ToSchema)]
 pub struct UpdateWorkspace {
+    /// 1 to 100 visible characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100, format = "display-text")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = "usd")]
     pub credit_limit: Option<Option<String>>,
 }
 
@@ -111,19 +116,30 @@ pub struct NewKeyDto {
     pub key: String,
 }
 
+/// A browser origin: scheme, host and optional port, no path.
+#[derive(ToSchema)]
+#[schema(pattern = "^https?://[^/?# ]+$")]
+#[allow(dead_code)]
+pub struct Origin(String);
+
 #[derive(Deserialize, ToSchema)]
 pub struct CreateKey {
     /// `secret` or `publishable`.
     #[schema(value_type = KeyKindName, examples("publishable"))]
     pub kind: String,
+    /// 1 to 100 visible characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100, format = "display-text")]
     pub name: Option<String>,
-    /// Browser origins (`https://example.com`) a publishable key is bound to.
+    /// Browser origins (`https://example.com`) a publishable key is bound to; none for a
+    /// secret key.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<Origin>)]
     pub origins: Vec<String>,
     /// Requests per rate-limit window for this key (1 to 1000000); unset: the server's
     /// default for its kind.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::option")]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub rate_limit: Option<u32>,
 }
 
@@ -189,10 +205,11 @@ impl SessionDto {
 pub struct SessionFields {
     /// 1 to 200 visible characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, format = "display-text")]
     pub name: Option<String>,
     /// A configured provider (any case).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = "provider")]
     pub ai_provider: Option<Option<String>>,
     /// A model the provider serves.
     #[serde(default, deserialize_with = "present")]
@@ -208,12 +225,12 @@ pub struct SessionFields {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<f64>, minimum = 0, maximum = 1)]
     pub top_p: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
+    #[serde(default, deserialize_with = "whole::present")]
+    #[schema(value_type = Option<i64>, minimum = 1, format = "output-tokens")]
     pub max_tokens: Option<Option<i64>>,
     /// Stored and returned as given.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 100, format = "display-text")]
     pub agent_framework: Option<Option<String>>,
 }
 
@@ -284,6 +301,7 @@ pub struct PostMessage {
     /// Only `user`.
     #[schema(value_type = PostedRole, examples("user"))]
     pub role: String,
+    #[schema(format = "message-text")]
     pub content: String,
 }
 
@@ -293,6 +311,13 @@ pub struct PostMessage {
 pub enum KeyKindName {
     secret,
     publishable,
+}
+
+/// What a share allows: reading only.
+#[derive(ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub enum SharePermission {
+    read,
 }
 
 /// Who writes a message posted to a session: always the user.
@@ -468,14 +493,17 @@ impl From<PublicView> for PublicSession {
 #[derive(Deserialize, ToSchema)]
 pub struct ShareRequest {
     /// The end user (as `X-User-Id` names them).
+    #[schema(format = "end-user-id")]
     pub user_id: String,
     /// Only `read`, the default.
     #[serde(default)]
+    #[schema(value_type = Option<SharePermission>)]
     pub permission: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct RevokeShare {
+    #[schema(format = "end-user-id")]
     pub user_id: String,
 }
 

@@ -13,7 +13,7 @@ use crate::domain::GenEvent;
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody, accepts_events, flag, parse_id, query_pairs};
-use crate::http::sse::last_event_id;
+use crate::http::sse::{ServerSentEvent, last_event_id};
 use crate::service::{AnswerStream, StreamOpen};
 
 /// How a post wants its answer.
@@ -83,7 +83,7 @@ async fn ended(mut answer: AnswerStream) -> Vec<MessageDto> {
     responses(
         (status = 201, description = "The question and its ended answer", body = Exchange),
         (status = 202, description = "The task answering it", body = TaskAccepted),
-        (status = 200, description = "The answer as an event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The answer as an event stream", content_type = "text/event-stream", body = ServerSentEvent),
         (status = 400, description = "An invalid field, named in `field`", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 402, description = "The workspace's credit is used up", body = ErrorBody),
@@ -160,7 +160,7 @@ async fn respond(
     responses(
         (status = 201, description = "The question and its new, ended answer", body = Exchange),
         (status = 202, description = "The task answering it", body = TaskAccepted),
-        (status = 200, description = "The new answer as an event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The new answer as an event stream", content_type = "text/event-stream", body = ServerSentEvent),
         (status = 400, description = "An invalid query parameter, named in `field`", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 402, description = "The workspace's credit is used up", body = ErrorBody),
@@ -338,7 +338,7 @@ pub async fn delete_message(
     ),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = ServerSentEvent),
         (status = 204, description = "The client already had `done`"),
         (status = 400, description = "An id is not a UUID, or a malformed or impossible Last-Event-ID", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),

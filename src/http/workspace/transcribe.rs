@@ -45,10 +45,11 @@ const FIELDS: &str = "the form takes `audio_file`, `workspace_id` and `language`
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "What the provider heard", body = TranscriptionOut),
-        (status = 400, description = "A missing or empty file, an unknown workspace, a bad language or an unknown field", body = ErrorBody),
+        (status = 400, description = "A missing or empty file, a bad language or an unknown field", body = ErrorBody),
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 402, description = "The workspace's credit is used up", body = ErrorBody),
         (status = 403, description = "A publishable key", body = ErrorBody),
+        (status = 404, description = "`workspace_id` names no workspace this key may use", body = ErrorBody),
         (status = 408, description = "The upload stopped arriving", body = ErrorBody),
         (status = 413, description = "The file is over 25 MB", body = ErrorBody),
         (status = 415, description = "Not a multipart/form-data body", body = ErrorBody),
@@ -336,10 +337,12 @@ fn read_error(error: multer::Error) -> Error {
 #[allow(dead_code)]
 pub struct TranscriptionForm {
     /// The recording, at most 25 MB; its file name's extension tells its format.
-    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
     audio_file: Vec<u8>,
     /// The workspace (UUID or slug) the transcription is for.
+    #[schema(format = "nonblank")]
     workspace_id: String,
-    /// The spoken language, ISO 639-1 (`en`, `es`, …).
+    /// The spoken language, ISO 639-1 (`en`, `es`, …); blank is as if absent.
+    #[schema(format = "language-tag-or-blank", nullable = false)]
     language: Option<String>,
 }

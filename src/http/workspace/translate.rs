@@ -20,8 +20,8 @@ use crate::http::extract::{Auth, query_pairs};
     tag = "workspaces",
     params(
         ("ws" = String, Path, description = "Workspace UUID or slug"),
-        ("text" = String, Query, description = "What to translate"),
-        ("target" = String, Query, description = "The language to translate into: `es`, `pt-BR`, …"),
+        ("text" = String, Query, format = "message-text", description = "What to translate"),
+        ("target" = String, Query, format = "language-tag", description = "The language to translate into: `es`, `pt-BR`, …"),
     ),
     security(("bearer" = []), ("api_key" = [])),
     responses(
