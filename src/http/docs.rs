@@ -110,12 +110,16 @@ pub fn publish(documented: OpenApiRouter<AppState>, services: &Services) -> Rout
     document_head_too_large(&mut api);
     let json = serde_json::to_value(&api)
         .map(|mut doc| {
+            let catalogue = services.provider_catalogue();
+            let names: Vec<String> = catalogue.iter().map(|(name, _)| name.clone()).collect();
             let served = text_rules::Served {
                 max_message_chars: services.limits.max_message_chars,
                 output_cap: services.largest_output_cap(),
-                providers: text_rules::any_case_of(&services.provider_names()),
+                providers: text_rules::any_case_of(&names),
             };
             text_rules::attach(&mut doc, &served);
+            text_rules::provider_and_model(&mut doc, &catalogue);
+            text_rules::json_without_nul(&mut doc);
             text_rules::secret_keys_have_no_origins(&mut doc);
             // The transcription form refuses fields it does not know, as JSON bodies do.
             if let Some(form) = doc.pointer_mut("/components/schemas/TranscriptionForm")
@@ -166,20 +170,7 @@ mod text_rules {
         if names.is_empty() {
             return None;
         }
-        let alternatives: Vec<String> = names
-            .iter()
-            .map(|name| {
-                name.chars()
-                    .map(|c| match c {
-                        c if c.is_ascii_alphabetic() => {
-                            format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
-                        }
-                        c if c.is_ascii_punctuation() => format!("\\{c}"),
-                        c => c.to_string(),
-                    })
-                    .collect()
-            })
-            .collect();
+        let alternatives: Vec<String> = names.iter().map(|name| any_case(name)).collect();
         // Blank is as if unset.
         Some(format!("^[{}]*$|^({})$", ws!(), alternatives.join("|")))
     }
@@ -242,6 +233,113 @@ mod text_rules {
         r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
     );
 
+    /// `name` as a pattern body: ASCII letters in either case, punctuation escaped.
+    fn any_case(name: &str) -> String {
+        name.chars()
+            .map(|c| match c {
+                c if c.is_ascii_alphabetic() => {
+                    format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                }
+                c if c.is_ascii_punctuation() => format!("\\{c}"),
+                c => c.to_string(),
+            })
+            .collect()
+    }
+
+    /// `name` exactly, as a pattern body.
+    fn exactly(name: &str) -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_punctuation() {
+                    format!("\\{c}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    }
+
+    /// Which models a provider takes is the one rule that joins two fields
+    /// (`Providers::check_choice`): with a provider (any case), a model it lists (any model
+    /// if it lists none); without one, `provider/anything` or a model some provider lists.
+    /// Blank or null is unset. Said as an `anyOf` on each object that has both fields.
+    pub fn provider_and_model(doc: &mut Value, catalogue: &[(String, Vec<String>)]) {
+        use serde_json::json;
+        if catalogue.is_empty() {
+            return;
+        }
+        let unset = json!({"anyOf": [
+            {"type": "null"},
+            {"type": "string", "pattern": concat!("^[", ws!(), "]*$")},
+        ]});
+        let providers: Vec<String> = catalogue.iter().map(|(name, _)| any_case(name)).collect();
+        let listed: Vec<String> = catalogue
+            .iter()
+            .flat_map(|(_, models)| models.iter().map(|m| exactly(m)))
+            .collect();
+        let mut alone = format!(r"^({})/[\s\S]*$", providers.join("|"));
+        if !listed.is_empty() {
+            alone.push_str(&format!("|^({})$", listed.join("|")));
+        }
+        for (schema, provider, model) in [
+            ("AgentBody", "provider", "model"),
+            ("AgentCreate", "provider", "model"),
+            ("SessionFields", "ai_provider", "ai_model"),
+        ] {
+            let Some(object) = doc
+                .pointer_mut(&format!("/components/schemas/{schema}"))
+                .and_then(Value::as_object_mut)
+            else {
+                continue;
+            };
+            let mut choices = vec![json!({"properties": {
+                provider: unset,
+                model: {"anyOf": [unset, {"type": "string", "pattern": alone}]},
+            }})];
+            for (name, models) in catalogue {
+                let served = if models.is_empty() {
+                    json!({"type": "string"})
+                } else {
+                    json!({"type": "string", "enum": models})
+                };
+                choices.push(json!({
+                    "required": [provider],
+                    "properties": {
+                        provider: {"type": "string", "pattern": format!("^{}$", any_case(name))},
+                        model: {"anyOf": [unset, served]},
+                    },
+                }));
+            }
+            object.insert("anyOf".into(), Value::Array(choices));
+        }
+    }
+
+    /// Any JSON whose keys and strings hold no NUL (which no database stores in text), as a
+    /// schema of its own, `NulFreeJson`; the fields kept as given are objects of it.
+    pub fn json_without_nul(doc: &mut Value) {
+        use serde_json::json;
+        let no_nul = json!({"type": "string", "pattern": r"^[^\u0000]*$"});
+        let any = json!({"$ref": "#/components/schemas/NulFreeJson"});
+        let free = json!({"anyOf": [
+            no_nul,
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array", "items": any},
+            {"type": "object", "propertyNames": no_nul, "additionalProperties": any},
+        ]});
+        for field in ["/components/schemas/AgentCreateChat/properties/metadata"] {
+            if let Some(object) = doc.pointer_mut(field).and_then(Value::as_object_mut) {
+                object.insert("propertyNames".into(), no_nul.clone());
+                object.insert("additionalProperties".into(), any.clone());
+            }
+        }
+        if let Some(schemas) = doc
+            .pointer_mut("/components/schemas")
+            .and_then(Value::as_object_mut)
+        {
+            schemas.insert("NulFreeJson".into(), free);
+        }
+    }
+
     /// A secret key is bound to no origin: `origins` of a key to create is empty unless its
     /// `kind` is `publishable`.
     pub fn secret_keys_have_no_origins(doc: &mut Value) {
@@ -284,6 +382,10 @@ mod text_rules {
                         Some(MESSAGE_TEXT)
                     }
                     Some("nonblank") => Some(NONBLANK),
+                    Some("text-without-nul") => {
+                        object.insert("maxLength".into(), served.max_message_chars.into());
+                        Some(r"^[^\u0000]*$")
+                    }
                     Some("end-user-id") => Some(END_USER_ID),
                     Some("usd") => Some(USD),
                     Some("language-tag") => Some(LANGUAGE_TAG),

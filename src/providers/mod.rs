@@ -345,9 +345,12 @@ impl Providers {
         self.demo.is_some()
     }
 
-    /// The configured providers' names.
-    pub fn names(&self) -> Vec<String> {
-        self.entries.iter().map(|(_, s)| s.name.clone()).collect()
+    /// The configured providers' names, each with the models it lists (none: any model).
+    pub fn catalogue(&self) -> Vec<(String, Vec<String>)> {
+        self.entries
+            .iter()
+            .map(|(_, s)| (s.name.clone(), s.models.clone()))
+            .collect()
     }
 
     /// The largest output cap of any model served: the most `max_tokens` any request may ask.

@@ -58,7 +58,29 @@ fn renamed(error: Error) -> Error {
                 field: Some(name),
             }
         }
+        Error::Conflict { code, message } => Error::Conflict {
+            code,
+            message: ["ai_provider", "ai_model"]
+                .iter()
+                .fold(message, |m, field| m.replace(field, camel(field))),
+        },
         other => other,
+    }
+}
+
+/// Whether a filter can match no stored text: none holds a NUL (no database stores one), so
+/// such a filter is answered without asking.
+fn names_nothing(filter: &str) -> bool {
+    filter.contains('\0')
+}
+
+/// Whether any key or string in `value` holds a NUL character.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 
@@ -160,6 +182,9 @@ impl Services {
     /// The workspace's agents, newest first, of one type when `agent_type` names it.
     pub async fn agents(&self, who: &Principal, agent_type: Option<&str>) -> Result<Vec<Agent>> {
         who.allow(Access::Backend)?;
+        if agent_type.is_some_and(names_nothing) {
+            return Ok(Vec::new());
+        }
         Ok(self.store.list_agents(who.workspace_id, agent_type).await?)
     }
 
@@ -278,6 +303,13 @@ impl Services {
             (Some(user), _) => Some(end_user_id("userId", user)?.to_owned()),
             (None, acting) => acting.clone(),
         };
+        if metadata.as_ref().is_some_and(holds_nul) {
+            // Kept as given, so refused rather than changed; no database stores a NUL in text.
+            return Err(Error::bad_request(
+                "metadata",
+                "metadata must not contain NUL characters (\\u0000)",
+            ));
+        }
         if metadata.as_ref().is_some_and(|m| !m.is_object()) {
             return Err(Error::bad_request(
                 "metadata",
@@ -315,6 +347,7 @@ impl Services {
         who.allow(Access::Backend)?;
         let user = user_id.map(|u| end_user_id("userId", u)).transpose()?;
         let agents = match agent_type {
+            Some(kind) if names_nothing(kind) => Some(Vec::new()),
             Some(kind) => Some(
                 self.store
                     .list_agents(who.workspace_id, Some(kind))

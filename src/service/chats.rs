@@ -41,18 +41,28 @@ impl Services {
         self.providers
             .check_choice(provider.as_deref(), model.as_deref())
             .map_err(|field| {
-                let (what, value) = if field == "ai_provider" {
-                    ("provider", provider.as_deref())
+                let (what, value, sent) = if field == "ai_provider" {
+                    ("provider", provider.as_deref(), input.provider.is_some())
                 } else {
-                    ("model", model.as_deref())
+                    ("model", model.as_deref(), input.model.is_some())
                 };
-                Error::bad_request(
-                    field,
-                    format!(
-                        "`{}` is not a configured {what} (see GET /v1/models)",
-                        value.unwrap_or_default()
-                    ),
-                )
+                let value = value.unwrap_or_default();
+                if sent {
+                    Error::bad_request(
+                        field,
+                        format!("`{value}` is not a configured {what} (see GET /v1/models)"),
+                    )
+                } else {
+                    // The request is valid on its own: it is the stored value that the change
+                    // no longer fits.
+                    Error::Conflict {
+                        code: "settings_conflict",
+                        message: format!(
+                            "the stored {what} `{value}` does not go with this change; send \
+                             `{field}` too"
+                        ),
+                    }
+                }
             })?;
         let system_prompt = pick(&input.system_prompt, &base.system_prompt);
         if let Some(prompt) = &system_prompt {

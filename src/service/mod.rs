@@ -126,9 +126,10 @@ impl Services {
         Ok(decision)
     }
 
-    /// The configured providers' names (a request may name one in any case).
-    pub fn provider_names(&self) -> Vec<String> {
-        self.providers.names()
+    /// The configured providers (a request may name one in any case), each with the models it
+    /// lists (none: it takes any model).
+    pub fn provider_catalogue(&self) -> Vec<(String, Vec<String>)> {
+        self.providers.catalogue()
     }
 
     /// The most output tokens any request may ask, whatever its model.

@@ -46,6 +46,11 @@ impl Services {
     /// The workspace `reference` (a UUID or a slug) names, if the caller may see it: its own,
     /// or any for an admin key. Any other is 404, like one that does not exist.
     pub async fn workspace(&self, who: &Principal, reference: &str) -> Result<Workspace> {
+        // Neither a UUID nor a slug names nothing, and is not worth a query (nor one the
+        // database would refuse, as PostgreSQL does a NUL).
+        if Uuid::parse_str(reference).is_err() && Slug::parse("ws", reference).is_err() {
+            return Err(Error::NotFound("workspace"));
+        }
         self.store
             .find_workspace(reference)
             .await?

@@ -16,6 +16,7 @@ mod connections;
 mod credits;
 mod embed;
 mod faults;
+mod fuzzed;
 mod hardening;
 mod inference;
 mod internet;

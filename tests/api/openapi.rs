@@ -183,6 +183,29 @@ async fn the_description_is_openapi_3_1_named_after_sluice() {
     }
 }
 
+/// Generated clients name their methods after `operationId`, and fuzzers and links find an
+/// operation by it: two routes must never share one (the dialects' handlers often do share a
+/// function name).
+#[tokio::test]
+async fn every_operation_has_its_own_id() {
+    let app = spawn_app().await;
+
+    let doc = description(&app).await;
+
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(id) = operation["operationId"].as_str() else {
+                continue;
+            };
+            if let Some(first) = seen.insert(id.to_owned(), format!("{method} {path}")) {
+                panic!("`{id}` names both {first} and {method} {path}");
+            }
+        }
+    }
+    assert!(seen.len() > 50, "{} operations", seen.len());
+}
+
 // The comparison runs both ways. The description must list exactly `ROUTES` (so a documented
 // route that does not exist, or a served route left undocumented once added to `ROUTES`,
 // fails), and every entry of `ROUTES` must really be served: requested, it must reach a handler

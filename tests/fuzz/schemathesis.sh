@@ -50,9 +50,14 @@ mock_port="$(free_port)"
 pids+=($!)
 wait_for "http://127.0.0.1:$mock_port/v1/models"
 
+# Messages of at most 1000 characters: the description says the configured limit, and with the
+# default (100000) schemathesis cannot build the longest valid message and sends an invalid one
+# as if it were valid.
+printf '[limits]\nmax_message_chars = 1000\n' >"$work/sluice.toml"
+
 port="$(free_port)"
 key="sk_live_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-SLUICE_LISTEN="127.0.0.1:$port" \
+SLUICE_CONFIG="$work/sluice.toml" SLUICE_LISTEN="127.0.0.1:$port" \
   SLUICE_DATABASE_URL="${database_url:-sqlite://$work/sluice.db?mode=rwc}" \
   SLUICE_ADMIN_KEY="$key" \
   OPENAI_API_KEY=mock OPENAI_BASE_URL="http://127.0.0.1:$mock_port/v1" \

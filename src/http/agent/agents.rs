@@ -106,7 +106,7 @@ pub async fn get_agent(
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 403, description = "A publishable key", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
-        (status = 409, description = "Changed by another request at the same time", body = ErrorBody),
+        (status = 409, description = "Changed by another request at the same time, or the stored provider or model does not go with the change (`settings_conflict`)", body = ErrorBody),
     ),
 )]
 pub async fn update_agent(

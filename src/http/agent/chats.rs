@@ -30,6 +30,7 @@ const MAX_PAGE: u64 = 100;
 #[utoipa::path(
     post,
     path = "/chat",
+    operation_id = "agent_create_chat",
     tag = "agent chats",
     request_body = CreateChat,
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
@@ -60,6 +61,7 @@ pub async fn create_chat(
 #[utoipa::path(
     get,
     path = "/chat",
+    operation_id = "agent_list_chats",
     tag = "agent chats",
     params(
         ("userId" = Option<String>, Query, format = "end-user-id", description = "Only this end user's chats"),
@@ -131,6 +133,7 @@ pub async fn list_chats(
 #[utoipa::path(
     get,
     path = "/chat/{chatId}",
+    operation_id = "agent_get_chat",
     tag = "agent chats",
     params(("chatId" = Uuid, Path, description = "The chat")),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
@@ -167,6 +170,7 @@ pub async fn get_chat(
 #[utoipa::path(
     delete,
     path = "/chat/{chatId}",
+    operation_id = "agent_delete_chat",
     tag = "agent chats",
     params(("chatId" = Uuid, Path, description = "The chat")),
     security(("bearer" = []), ("api_key" = [])),
@@ -217,6 +221,7 @@ fn stream(state: &AppState, answer: AnswerStream) -> Response {
 #[utoipa::path(
     post,
     path = "/chat/{chatId}/message",
+    operation_id = "agent_post_message",
     tag = "agent chats",
     params(
         ("chatId" = Uuid, Path, description = "The chat"),
@@ -272,6 +277,7 @@ pub async fn post_message(
 #[utoipa::path(
     get,
     path = "/chat/{chatId}/message",
+    operation_id = "agent_list_messages",
     tag = "agent chats",
     params(("chatId" = Uuid, Path, description = "The chat")),
     security(("bearer" = []), ("api_key" = []), ("publishable_key" = [])),
@@ -308,6 +314,7 @@ pub async fn list_messages(
 #[utoipa::path(
     get,
     path = "/chat/{chatId}/message/{messageId}/stream",
+    operation_id = "agent_follow",
     tag = "agent chats",
     params(
         ("chatId" = Uuid, Path, description = "The chat"),

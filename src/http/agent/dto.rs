@@ -25,7 +25,7 @@ pub struct AgentBody {
     #[schema(value_type = Option<String>, max_length = 2000, format = "display-text-or-blank")]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = "text-without-nul")]
     pub system_prompt: Option<Option<String>>,
     /// A model the provider serves; unset: the server's default model.
     #[serde(default, deserialize_with = "present")]
@@ -222,7 +222,7 @@ pub struct CreateChat {
     #[serde(default)]
     #[schema(format = "end-user-id")]
     pub user_id: Option<String>,
-    /// Kept as given: a JSON object.
+    /// Kept as given: a JSON object, with no NUL character in any key or string.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,

@@ -105,6 +105,7 @@ pub struct CreateConversation {
     /// `Human` or `Assistant` (anything else is 422).
     #[schema(value_type = ConversationRole, examples("Human"))]
     pub role: String,
+    #[schema(format = "text-without-nul")]
     pub message: String,
 }
 

@@ -110,10 +110,20 @@ fn check_message(index: usize, message: &Value) -> Result<(), Error> {
         }
     }
     if object
-        .get("tool_calls")
-        .is_some_and(|calls| !calls.is_null() && !calls.is_array())
+        .get("name")
+        .is_some_and(|name| !name.is_null() && !name.is_string())
     {
-        return Err(bad(field("tool_calls"), "`tool_calls` must be an array"));
+        return Err(bad(field("name"), "`name` must be a string"));
+    }
+    match object.get("tool_calls") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(calls)) if calls.iter().all(Value::is_object) => {}
+        Some(_) => {
+            return Err(bad(
+                field("tool_calls"),
+                "`tool_calls` must be an array of objects",
+            ));
+        }
     }
     if role == "tool" && object.get("tool_call_id").and_then(Value::as_str).is_none() {
         return Err(bad(
@@ -410,8 +420,12 @@ mod schema {
     #[schema(as = ChatCompletionStop)]
     pub enum Stop {
         One(String),
-        Many(Vec<String>),
+        Many(StopList),
     }
+
+    #[derive(ToSchema)]
+    #[schema(as = ChatCompletionStopList, max_items = 4)]
+    pub struct StopList(Vec<String>);
 
     #[derive(ToSchema)]
     #[schema(as = ChatCompletionTool)]

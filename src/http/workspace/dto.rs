@@ -217,7 +217,7 @@ pub struct SessionFields {
     pub ai_model: Option<Option<String>>,
     /// Sent first, as a `system` message.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = "text-without-nul")]
     pub system_prompt: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<f64>, minimum = 0, maximum = 2)]

@@ -192,6 +192,7 @@ pub async fn regenerate(
 #[utoipa::path(
     post,
     path = "/api/workspaces/{ws}/chats/{id}/stop/",
+    operation_id = "stop_session_answer",
     tag = "messages",
     params(
         ("ws" = String, Path, description = "Workspace UUID or slug"),

@@ -145,6 +145,7 @@ pub async fn get_session(
         (status = 401, description = "Missing or invalid key", body = ErrorBody),
         (status = 403, description = "A publishable key", body = ErrorBody),
         (status = 404, description = "No such workspace or session for this key", body = ErrorBody),
+        (status = 409, description = "The stored provider or model does not go with the change (`settings_conflict`): send both", body = ErrorBody),
     ),
 )]
 pub async fn update_session(

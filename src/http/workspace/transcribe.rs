@@ -337,7 +337,7 @@ fn read_error(error: multer::Error) -> Error {
 #[allow(dead_code)]
 pub struct TranscriptionForm {
     /// The recording, at most 25 MB; its file name's extension tells its format.
-    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream", min_length = 1)]
     audio_file: Vec<u8>,
     /// The workspace (UUID or slug) the transcription is for.
     #[schema(format = "nonblank")]
