@@ -238,63 +238,6 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-fn target_dir(manifest: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                std::env::current_dir().map_or(dir.clone(), |cwd| cwd.join(dir))
-            }
-        }
-        None => manifest.join("target"),
-    }
-}
-
-fn build(manifest: &Path) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("bench: building sluice and mock_upstream (release)");
-    let mut cmd = Command::new(cargo);
-    // `cargo run` gives this process the variables of a crate being run (CARGO_MANIFEST_DIR,
-    // CARGO_PKG_NAME, …). Build scripts such as ring's rerun when they change, so passing them on
-    // would rebuild half the tree here and again at the next `cargo run`.
-    for (key, _) in std::env::vars_os() {
-        let name = key.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || matches!(
-                name.as_ref(),
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_MANIFEST_LINKS"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_RUSTC_CURRENT_DIR"
-                    | "OUT_DIR"
-            )
-        {
-            cmd.env_remove(&key);
-        }
-    }
-    let status = cmd
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "sluice",
-            "--example",
-            "mock_upstream",
-        ])
-        .current_dir(manifest)
-        .status()
-        .context("cannot run cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed ({status})");
-    }
-    Ok(())
-}
-
 fn revision(manifest: &Path) -> String {
     Command::new("git")
         .args(["describe", "--always", "--dirty"])
@@ -456,10 +399,14 @@ async fn run(args: Args, started: Instant) -> Result<bool> {
 
     let build_started = Instant::now();
     if !args.no_build {
-        build(&manifest)?;
+        eprintln!("bench: building sluice and mock_upstream (release)");
+        procs::cargo_build_release(
+            &manifest,
+            &["--bin", "sluice", "--example", "mock_upstream"],
+        )?;
     }
     let build_secs = build_started.elapsed().as_secs_f64();
-    let release = target_dir(&manifest).join("release");
+    let release = procs::target_dir(&manifest).join("release");
     let sluice_bin = args
         .sluice_bin
         .clone()

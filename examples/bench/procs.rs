@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
@@ -352,4 +353,56 @@ pub fn raise_nofile(want: u64) -> (String, u64) {
         return (format!("{hard} (soft raised from {soft})"), hard);
     }
     (format!("{soft} (hard {hard})"), soft)
+}
+
+/// `cargo build --release` of `targets` (`--bin sluice`, …) in the crate at `manifest`.
+pub fn cargo_build_release(manifest: &Path, targets: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    // `cargo run` gives this process the variables of a crate being run (CARGO_MANIFEST_DIR,
+    // CARGO_PKG_NAME, …). Build scripts such as ring's rerun when they change, so passing them on
+    // would rebuild half the tree here and again at the next `cargo run`.
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    let status = cmd
+        .args(["build", "--release"])
+        .args(targets)
+        .current_dir(manifest)
+        .status()
+        .context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    Ok(())
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR`, else `target/` beside the manifest.
+pub fn target_dir(manifest: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                std::env::current_dir().map_or(dir.clone(), |cwd| cwd.join(dir))
+            }
+        }
+        None => manifest.join("target"),
+    }
 }

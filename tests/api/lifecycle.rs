@@ -633,6 +633,27 @@ async fn after_a_crash_a_resume_beyond_the_saved_text_gets_interrupted_and_done_
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(names, ["error", "done"]);
 
+    // The workspace API's stream of the same answer says the same, in its own shape.
+    let response = client
+        .get(format!(
+            "{}/api/workspaces/default/chats/{chat_id}/messages/{message_id}/stream/",
+            second.base
+        ))
+        .bearer_auth(&key)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = SseClient::new(response).collect().await;
+    let error = named(&events, "error").expect("an error event");
+    assert_eq!(error["code"], "interrupted");
+    assert_eq!(error["saved_bytes"], saved.content.len());
+    assert_eq!(
+        named(&events, "done").unwrap()["message"]["status"],
+        "incomplete"
+    );
+
     // A resume inside the saved text gets the rest of it, byte for byte.
     let inside = saved.content.len() / 2;
     let events = resume(format!("{message_id}:{inside}")).await;

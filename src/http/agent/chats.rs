@@ -17,7 +17,7 @@ use crate::http::AppState;
 use crate::http::extract::JsonBody;
 use crate::http::extract::{Auth, accepts_events, flag, parse_id, query_pairs};
 use crate::http::sse::{ServerSentEvent, last_event_id};
-use crate::http::workspace::stream::{json, response_with};
+use crate::http::workspace::stream::{Spelling, json, response_with};
 use crate::service::{AnswerStream, StreamOpen};
 
 const DEFAULT_PAGE: u64 = 50;
@@ -207,7 +207,15 @@ fn done_data(message: Option<&Message>) -> String {
 }
 
 fn stream(state: &AppState, answer: AnswerStream) -> Response {
-    response_with(state, answer, "agent", done_data)
+    response_with(
+        state,
+        answer,
+        Spelling {
+            label: "agent",
+            done: done_data,
+            saved_bytes: "savedBytes",
+        },
+    )
 }
 
 /// Send a message

@@ -1,6 +1,7 @@
-//! This dialect's event stream: `delta` `{content}`, `sources`, `error` `{code, message}` and
-//! `done` `{message}`, with the resumable ids every SSE dialect shares. The agent API speaks
-//! the same stream, its `done` carrying its own message object ([`response_with`]).
+//! This dialect's event stream: `delta` `{content}`, `sources`, `error` `{code, message}` (and
+//! `saved_bytes` when the server stopped before saving all it streamed: the saved answer ends
+//! there) and `done` `{message}`, with the resumable ids every SSE dialect shares. The agent API
+//! speaks the same stream in its own spelling ([`Spelling`]).
 
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::sse::Event;
@@ -14,29 +15,43 @@ use crate::service::AnswerStream;
 
 /// The SSE response for an answer, with `X-Message-Id` naming it at once.
 pub fn response(state: &AppState, answer: AnswerStream) -> Response {
-    response_with(state, answer, "workspace", |message| {
-        json(&StreamDone {
-            message: message.map(MessageDto::from),
-        })
-    })
+    response_with(
+        state,
+        answer,
+        Spelling {
+            label: "workspace",
+            done: |message| {
+                json(&StreamDone {
+                    message: message.map(MessageDto::from),
+                })
+            },
+            saved_bytes: "saved_bytes",
+        },
+    )
 }
 
 /// How a dialect writes the data of `event: done` from the saved answer.
 pub type DoneData = fn(Option<&Message>) -> String;
 
-/// [`response`] for a dialect (`label`, for metrics) with its own `done` data.
-pub fn response_with(
-    state: &AppState,
-    answer: AnswerStream,
-    label: &'static str,
-    done: DoneData,
-) -> Response {
+/// What a dialect speaking this stream spells its own way.
+#[derive(Clone, Copy)]
+pub struct Spelling {
+    /// For metrics.
+    pub label: &'static str,
+    /// The data of `event: done`.
+    pub done: DoneData,
+    /// The name of `error`'s `saved_bytes`.
+    pub saved_bytes: &'static str,
+}
+
+/// [`response`] in a dialect's own [`Spelling`].
+pub fn response_with(state: &AppState, answer: AnswerStream, spelling: Spelling) -> Response {
     let message_id = answer.message_id();
     let ids = EventIds::new(message_id);
     let events = futures::stream::unfold((answer, ids), move |(mut answer, mut ids)| async move {
         loop {
             let event = answer.next().await?;
-            if let Some(sse) = to_sse(&mut ids, event, done) {
+            if let Some(sse) = to_sse(&mut ids, event, spelling) {
                 return Some((sse, (answer, ids)));
             }
         }
@@ -46,7 +61,7 @@ pub fn response_with(
         state.services.closing().clone(),
         state.keepalive,
         crate::http::sse::retry_event(),
-        label,
+        spelling.label,
     )
     .into_response();
     if let Ok(value) = HeaderValue::from_str(&message_id.to_string()) {
@@ -57,7 +72,7 @@ pub fn response_with(
     response
 }
 
-fn to_sse(ids: &mut EventIds, event: GenEvent, done_data: DoneData) -> Option<Event> {
+fn to_sse(ids: &mut EventIds, event: GenEvent, spelling: Spelling) -> Option<Event> {
     Some(match event {
         // This dialect sends no tools upstream.
         GenEvent::ToolCall { .. } => return None,
@@ -69,17 +84,23 @@ fn to_sse(ids: &mut EventIds, event: GenEvent, done_data: DoneData) -> Option<Ev
             .event("sources")
             .id(ids.offset(0))
             .data(sources.to_string()),
-        GenEvent::Error { failure, offset } => Event::default()
-            .event("error")
-            .id(ids.offset(offset))
-            .data(json(&serde_json::json!({
+        GenEvent::Error { failure, offset } => {
+            let mut data = serde_json::json!({
                 "code": failure.code,
                 "message": failure.message,
-            }))),
+            });
+            if let Some(saved) = failure.saved_bytes {
+                data[spelling.saved_bytes] = saved.into();
+            }
+            Event::default()
+                .event("error")
+                .id(ids.offset(offset))
+                .data(json(&data))
+        }
         GenEvent::Done(done) => Event::default()
             .event("done")
             .id(ids.with("done"))
-            .data(done_data(done.message.as_ref())),
+            .data((spelling.done)(done.message.as_ref())),
     })
 }
 
