@@ -120,6 +120,11 @@ impl Hub {
         &self.closing
     }
 
+    /// This process, as generations name their owner.
+    pub fn owner(&self) -> Uuid {
+        self.seams.leases.owner()
+    }
+
     pub fn running_count(&self) -> usize {
         self.seams.logs.running_count()
     }
@@ -149,11 +154,13 @@ impl Hub {
 
     /// The log answering `question_id`: the running one, the saved one (`saved`, read from the
     /// database after `mark` was taken), or a new generation built by `spec` (called only when
-    /// one has to start; an answer belongs to its question: whoever started it decided how).
+    /// one has to start; an answer belongs to its question: whoever started it decided how),
+    /// whose id is `pledged` when its question promised one.
     pub async fn answer(
         self: &Arc<Self>,
         question_id: Uuid,
         saved: Option<Message>,
+        pledged: Option<Uuid>,
         mark: StartMark,
         spec: impl FnOnce() -> Result<GenerationSpec>,
     ) -> Result<Arc<Live>> {
@@ -196,8 +203,9 @@ impl Hub {
         }
         let spec = spec()?;
         let chat_id = answered_in(&spec, question_id)?;
-        // Among replicas, one decides: whoever claims the question first answers it.
-        let message_id = Uuid::now_v7();
+        // Among replicas, one decides: whoever claims the question first answers it. An answer
+        // promised with its question has its id already (`store::Pledge`).
+        let message_id = pledged.unwrap_or_else(Uuid::now_v7);
         if let Claim::Taken(live) = self
             .seams
             .logs

@@ -14,7 +14,7 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::generation::{GenerationSpec, SearchSpec, Storage};
 use crate::providers::ChatRequest;
-use crate::store::NewChat;
+use crate::store::{NewChat, Pledge};
 
 /// How long a stop waits for another replica to save the answer it stopped.
 const STOP_ELSEWHERE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -172,6 +172,19 @@ impl Services {
         role: Role,
         content: String,
     ) -> Result<Message> {
+        self.save_message(who, chat_id, role, content, None).await
+    }
+
+    /// [`Services::add_message`]; with a [`Pledge`], the generation of the answer the same
+    /// request is about to start is saved with it.
+    pub(super) async fn save_message(
+        &self,
+        who: &Principal,
+        chat_id: Uuid,
+        role: Role,
+        content: String,
+        pledge: Option<Pledge>,
+    ) -> Result<Message> {
         if content.chars().count() > self.limits.max_message_chars {
             return Err(Error::unprocessable(
                 "message",
@@ -199,7 +212,10 @@ impl Services {
         who.owns(&chat)?;
         // Line breaks are stored as the stream sends them (LF), so history and replays agree.
         let content = normalise_line_breaks(content);
-        Ok(self.store.insert_message(chat.id, role, content).await?)
+        Ok(self
+            .store
+            .insert_message(chat.id, role, content, pledge)
+            .await?)
     }
 
     pub async fn list_messages(&self, who: &Principal, chat_id: Uuid) -> Result<Vec<Message>> {
@@ -325,6 +341,20 @@ impl Services {
         resume: Option<ResumePoint>,
         variant: Variant,
     ) -> Result<StreamOpen> {
+        self.open_stream_as(who, target, resume, variant, None)
+            .await
+    }
+
+    /// [`Services::open_stream`]; a new answer gets the id `pledged` when given (see
+    /// [`Pledge`]).
+    pub(super) async fn open_stream_as(
+        &self,
+        who: &Principal,
+        target: Uuid,
+        resume: Option<ResumePoint>,
+        variant: Variant,
+        pledged: Option<Uuid>,
+    ) -> Result<StreamOpen> {
         // Taken before the reads: see `Hub::mark`.
         let mark = self.hub.mark();
         let (chat, asked) = self.question(who, target).await?;
@@ -342,7 +372,7 @@ impl Services {
         let agent = self.agent_of(&chat).await?;
         let live = self
             .hub
-            .answer(question.id, answer, mark, || {
+            .answer(question.id, answer, pledged, mark, || {
                 self.answer_spec(who, &chat, agent.as_ref(), history, question, variant)
             })
             .await?;

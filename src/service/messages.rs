@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::{AnswerStream, Principal, Services, StreamOpen, Variant};
 use crate::domain::{Message, MessageStatus, ResumePoint, Role, StreamFailure, Workspace};
 use crate::error::{Error, Result};
+use crate::store::Pledge;
 
 /// Where an answer's task stands: its answer row seen as a job.
 pub struct TaskView {
@@ -87,11 +88,35 @@ impl Services {
             return Err(Error::NotFound("agent"));
         }
         self.credits.check(chat.workspace_id).await?;
-        let question = self.add_message(who, chat.id, Role::User, content).await?;
-        match self
-            .open_stream(who, question.id, None, Variant::Plain)
-            .await?
-        {
+        // The answer is promised with the question: a crash before its first row still leaves
+        // the question an answer (`Pledge`).
+        let pledge = Pledge {
+            answer_id: Uuid::now_v7(),
+            owner: self.hub.owner(),
+        };
+        let question = self
+            .save_message(who, chat.id, Role::User, content, Some(pledge))
+            .await?;
+        let opened = self
+            .open_stream_as(
+                who,
+                question.id,
+                None,
+                Variant::Plain,
+                Some(pledge.answer_id),
+            )
+            .await;
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                // Not started: the request fails as a whole, so the question goes too.
+                if let Err(withdraw) = self.store.withdraw_question(question.id, pledge).await {
+                    tracing::warn!(error = %withdraw, "could not withdraw an unanswered question");
+                }
+                return Err(e);
+            }
+        };
+        match opened {
             StreamOpen::Stream(answer) => Ok((question, answer)),
             StreamOpen::AlreadyDone => Err(Error::Internal(
                 "a new question's answer was already done".into(),

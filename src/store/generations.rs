@@ -1,7 +1,7 @@
 //! Generations: the row pair (assistant message + generation) a server-owned task writes.
 
 use entity::{chat, generation, message, usage_record};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
 };
@@ -232,8 +232,10 @@ impl Store {
         msg.usage_estimated = Set(true);
         msg.agent_version = Set(new.agent_version);
         let msg = msg.insert(txn).await?;
+        // A generation is named after its answer: the one its question's request pledged
+        // (`Pledge`) is written over, in this statement.
         let generation = generation::ActiveModel {
-            id: Set(Uuid::new_v4()),
+            id: Set(msg.id),
             chat_id: Set(new.chat_id),
             reply_to: Set(new.reply_to),
             message_id: Set(msg.id),
@@ -245,10 +247,22 @@ impl Store {
             finished_at: Set(None),
             owner_id: Set(Some(new.owner)),
             heartbeat_at: Set(Some(at)),
-        }
-        .insert(txn)
-        .await?;
-        Ok((rows::message(msg), generation.id))
+        };
+        generation::Entity::insert(generation)
+            .on_conflict(
+                OnConflict::column(generation::Column::Id)
+                    .update_columns([
+                        generation::Column::MessageId,
+                        generation::Column::Status,
+                        generation::Column::UpdatedAt,
+                        generation::Column::OwnerId,
+                        generation::Column::HeartbeatAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+        Ok((rows::message(msg), new.message_id))
     }
 
     /// Writes the running text of many generations in one transaction, one statement per
@@ -411,7 +425,8 @@ impl Store {
     /// Marks the answers of generations whose owner is gone (`orphans`) `incomplete`, their
     /// checkpointed text kept, and charges each one's usage, estimated (the provider's own count
     /// was never seen): the prompt's estimate recorded at the start, the saved text's size.
-    /// `cost` prices a usage by provider and model.
+    /// `cost` prices a usage by provider and model. A pledged answer whose row was never
+    /// written gets one, `failed` and empty. Returns how many answers it ended.
     pub async fn recover_interrupted(
         &self,
         orphans: Orphans,
@@ -445,11 +460,50 @@ impl Store {
             txn.rollback().await?;
             return Ok(0);
         }
-        let cut: Vec<message::Model> = message::Entity::find()
+        let answers: Vec<message::Model> = message::Entity::find()
             .filter(message::Column::Id.is_in(orphaned.iter().map(|g| g.message_id)))
-            .filter(message::Column::Status.eq(MessageStatus::Streaming.as_str()))
+            .filter(message::Column::Role.eq(Role::Assistant.as_str()))
             .all(&txn)
             .await?;
+        // A pledged answer (`Pledge`: still pointing at its question) whose row its owner never
+        // wrote: the question gets a `failed` answer, under the id its client may hold.
+        let mut unanswered = 0_u64;
+        for pledged in orphaned.iter().filter(|g| g.message_id == g.reply_to) {
+            let seq = Store::next_seq(&txn, pledged.chat_id).await?;
+            let mut row = super::messages::new_message(
+                pledged.chat_id,
+                seq,
+                Role::Assistant,
+                String::new(),
+                MessageStatus::Failed,
+                at,
+            );
+            row.id = Set(pledged.id);
+            row.reply_to = Set(Some(pledged.reply_to));
+            // A question deleted with its chat meanwhile, or answered after all: nothing to do.
+            let chat_exists = chat::Entity::find_by_id(pledged.chat_id)
+                .one(&txn)
+                .await?
+                .is_some();
+            let answered = message::Entity::find()
+                .filter(message::Column::ReplyTo.eq(pledged.reply_to))
+                .one(&txn)
+                .await?
+                .is_some();
+            if chat_exists && !answered {
+                row.insert(&txn).await?;
+                generation::Entity::update_many()
+                    .col_expr(generation::Column::MessageId, Expr::value(pledged.id))
+                    .filter(generation::Column::Id.eq(pledged.id))
+                    .exec(&txn)
+                    .await?;
+                unanswered += 1;
+            }
+        }
+        let cut: Vec<message::Model> = answers
+            .into_iter()
+            .filter(|m| m.status == MessageStatus::Streaming.as_str())
+            .collect();
         let workspaces: std::collections::HashMap<Uuid, Uuid> = chat::Entity::find()
             .filter(chat::Column::Id.is_in(cut.iter().map(|m| m.chat_id)))
             .all(&txn)
@@ -520,7 +574,9 @@ impl Store {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        Ok(u64::try_from(cut.len()).unwrap_or(u64::MAX))
+        Ok(u64::try_from(cut.len())
+            .unwrap_or(u64::MAX)
+            .saturating_add(unanswered))
     }
 
     /// The failure the generation of an answer recorded, if any.

@@ -41,21 +41,75 @@ pub(super) fn new_message(
     }
 }
 
+/// The answer a question's own request starts, promised with the question: its id, and the
+/// process that starts it. Saved in the question's transaction as the answer's generation (named
+/// by the answer's id, pointing at the question until the answer's row exists), so that a crash
+/// before the answer's first row leaves a generation whose owner is gone, which recovery turns
+/// into a `failed` answer: never a question without an answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Pledge {
+    pub answer_id: Uuid,
+    pub owner: Uuid,
+}
+
 impl Store {
-    /// Appends a finished message (a question, or an answer written by the client itself).
+    /// Appends a finished message (a question, or an answer written by the client itself);
+    /// with a [`Pledge`], the generation of the answer the same request starts.
     pub async fn insert_message(
         &self,
         chat_id: Uuid,
         role: Role,
         content: String,
+        pledge: Option<Pledge>,
     ) -> Result<Message, DbErr> {
         let txn = self.db.begin().await?;
         let seq = Store::next_seq(&txn, chat_id).await?;
-        let row = new_message(chat_id, seq, role, content, MessageStatus::Complete, now())
+        let at = now();
+        let row = new_message(chat_id, seq, role, content, MessageStatus::Complete, at)
             .insert(&txn)
             .await?;
+        if let Some(pledge) = pledge {
+            // The answer's generation, with the id its start will write over (see
+            // `insert_generation`).
+            entity::generation::ActiveModel {
+                id: Set(pledge.answer_id),
+                chat_id: Set(chat_id),
+                reply_to: Set(row.id),
+                message_id: Set(row.id),
+                status: Set("processing".to_owned()),
+                error_code: Set(None),
+                error_message: Set(None),
+                created_at: Set(at),
+                updated_at: Set(at),
+                finished_at: Set(None),
+                owner_id: Set(Some(pledge.owner)),
+                heartbeat_at: Set(Some(at)),
+            }
+            .insert(&txn)
+            .await?;
+        }
         txn.commit().await?;
         Ok(rows::message(row))
+    }
+
+    /// Deletes a question whose pledged answer could not start, and the pledge, unless an
+    /// answer was written after all.
+    pub async fn withdraw_question(&self, question_id: Uuid, pledge: Pledge) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        let answered = message::Entity::find()
+            .filter(message::Column::ReplyTo.eq(question_id))
+            .one(&txn)
+            .await?
+            .is_some();
+        if !answered {
+            entity::generation::Entity::delete_by_id(pledge.answer_id)
+                .exec(&txn)
+                .await?;
+            message::Entity::delete_by_id(question_id)
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await
     }
 
     /// Every message of a chat in order, optionally without `system` messages.

@@ -9,6 +9,7 @@ pub use chats::{ChatChanges, NewChat};
 mod generations;
 mod keys;
 pub use keys::NewKey;
+pub use messages::Pledge;
 mod messages;
 mod replicas;
 pub use replicas::OtherReplica;

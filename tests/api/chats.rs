@@ -989,6 +989,7 @@ async fn a_system_message_is_never_listed() {
             chat_id,
             sluice::domain::Role::System,
             "you are a test".into(),
+            None,
         )
         .await
         .unwrap();

@@ -744,3 +744,87 @@ async fn a_crash_the_moment_the_upstream_is_called_leaves_a_row_with_estimated_u
     second.child.kill().ok();
     second.child.wait().ok();
 }
+
+/// A question posted through the workspace or agent API promises its answer in its own
+/// transaction; a kill before the answer's first row leaves that promise, and the next start
+/// keeps it: the question gets a `failed` answer, under the id its client was given.
+#[tokio::test]
+async fn a_question_whose_server_died_before_its_answer_row_gets_a_failed_answer_on_restart() {
+    let mock = MockUpstream::start().await.unwrap();
+    let (database_url, _dir) = fresh_database().await;
+    let key = sluice::service::generate_key(sluice::service::KeyKind::Secret);
+    let client = reqwest::Client::new();
+    let server = restartable(&database_url, &mock, &key);
+    let mut first = server();
+    let session: serde_json::Value = client
+        .post(format!("{}/api/workspaces/default/chats/", first.base))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let chat_id: uuid::Uuid = session["id"].as_str().unwrap().parse().unwrap();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    // What a process killed between the question and its answer's row leaves behind.
+    let store = sluice::store::Store::connect(&database_url).await.unwrap();
+    let answer_id = uuid::Uuid::now_v7();
+    let question = store
+        .insert_message(
+            chat_id,
+            sluice::domain::Role::User,
+            "asked just before a crash".into(),
+            Some(sluice::store::Pledge {
+                answer_id,
+                owner: uuid::Uuid::new_v4(),
+            }),
+        )
+        .await
+        .unwrap();
+
+    let mut second = server();
+    let base = format!("{}/api/workspaces/default/chats/{chat_id}", second.base);
+    let messages: serde_json::Value = client
+        .get(format!("{base}/messages/"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answers: Vec<&serde_json::Value> = messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(answers.len(), 1, "{messages}");
+    assert_eq!(answers[0]["id"], answer_id.to_string());
+    assert_eq!(answers[0]["status"], "failed");
+    assert_eq!(answers[0]["content"], "");
+    let saved = store.answer_to(question.id).await.unwrap().unwrap();
+    assert_eq!(saved.id, answer_id);
+
+    // Its client, holding `X-Message-Id`, learns why.
+    let response = client
+        .get(format!("{base}/messages/{answer_id}/stream/"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = SseClient::new(response).collect().await;
+    assert_eq!(named(&events, "error").unwrap()["code"], "interrupted");
+    assert_eq!(
+        named(&events, "done").unwrap()["message"]["status"],
+        "failed"
+    );
+    assert_eq!(mock.request_count(), 0, "nothing was asked of the provider");
+    second.child.kill().ok();
+    second.child.wait().ok();
+}
