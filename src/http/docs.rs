@@ -476,15 +476,7 @@ fn document_unsupported_media_type(api: &mut utoipa::openapi::OpenApi) {
         } else {
             "ConversationsError"
         };
-        for operation in [
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in operations(item) {
             let reads_json = matches!(
                 &operation.request_body,
                 Some(RefOr::T(body)) if body.content.contains_key("application/json")
@@ -506,21 +498,27 @@ fn document_unsupported_media_type(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// The operations of a path, whatever their method.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// Every operation may be answered 431, without a body, by the listener before any route runs:
 /// a request head (the path and query included) over the limit.
 fn document_head_too_large(api: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{RefOr, ResponseBuilder};
     for item in api.paths.paths.values_mut() {
-        for operation in [
-            &mut item.get,
-            &mut item.post,
-            &mut item.put,
-            &mut item.patch,
-            &mut item.delete,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for operation in operations(item) {
             let refused = ResponseBuilder::new()
                 .description("The request head (with its path and query) is too large")
                 .build();

@@ -11,6 +11,32 @@ use super::rows::{self, tokens};
 use super::{Store, now};
 use crate::domain::{Message, MessageStatus, Role, StreamFailure, Usage, UsageEntry};
 
+/// A generation row, running: `id` and the message it writes (its answer, or the question until
+/// the answer's row exists, see `Pledge`), its owner's heartbeat at `at`.
+pub(super) fn running(
+    id: Uuid,
+    chat_id: Uuid,
+    reply_to: Uuid,
+    message_id: Uuid,
+    owner: Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+) -> generation::ActiveModel {
+    generation::ActiveModel {
+        id: Set(id),
+        chat_id: Set(chat_id),
+        reply_to: Set(reply_to),
+        message_id: Set(message_id),
+        status: Set("processing".to_owned()),
+        error_code: Set(None),
+        error_message: Set(None),
+        created_at: Set(at),
+        updated_at: Set(at),
+        finished_at: Set(None),
+        owner_id: Set(Some(owner)),
+        heartbeat_at: Set(Some(at)),
+    }
+}
+
 /// What starting a generation records.
 pub struct NewGeneration {
     /// The answer's message id, chosen before the row exists (readers see it at once).
@@ -234,20 +260,7 @@ impl Store {
         let msg = msg.insert(txn).await?;
         // A generation is named after its answer: the one its question's request pledged
         // (`Pledge`) is written over, in this statement.
-        let generation = generation::ActiveModel {
-            id: Set(msg.id),
-            chat_id: Set(new.chat_id),
-            reply_to: Set(new.reply_to),
-            message_id: Set(msg.id),
-            status: Set("processing".to_owned()),
-            error_code: Set(None),
-            error_message: Set(None),
-            created_at: Set(at),
-            updated_at: Set(at),
-            finished_at: Set(None),
-            owner_id: Set(Some(new.owner)),
-            heartbeat_at: Set(Some(at)),
-        };
+        let generation = running(msg.id, new.chat_id, new.reply_to, msg.id, new.owner, at);
         generation::Entity::insert(generation)
             .on_conflict(
                 OnConflict::column(generation::Column::Id)

@@ -71,20 +71,14 @@ impl Store {
         if let Some(pledge) = pledge {
             // The answer's generation, with the id its start will write over (see
             // `insert_generation`).
-            entity::generation::ActiveModel {
-                id: Set(pledge.answer_id),
-                chat_id: Set(chat_id),
-                reply_to: Set(row.id),
-                message_id: Set(row.id),
-                status: Set("processing".to_owned()),
-                error_code: Set(None),
-                error_message: Set(None),
-                created_at: Set(at),
-                updated_at: Set(at),
-                finished_at: Set(None),
-                owner_id: Set(Some(pledge.owner)),
-                heartbeat_at: Set(Some(at)),
-            }
+            super::generations::running(
+                pledge.answer_id,
+                chat_id,
+                row.id,
+                row.id,
+                pledge.owner,
+                at,
+            )
             .insert(&txn)
             .await?;
         }
