@@ -101,7 +101,7 @@ pub async fn everything(
     }
 
     // What each reader saw against what was stored.
-    let mut resumed_readers = 0;
+    let mut checked_readers = 0;
     for reading in readings {
         for wire in &reading.wire {
             violations.push(format!("{} reader: {wire}", reading.dialect));
@@ -110,7 +110,7 @@ pub async fn everything(
             continue;
         };
         if reading.done.is_some() || !reading.text.is_empty() {
-            resumed_readers += 1;
+            checked_readers += 1;
         }
         let Some(stored) = answers.get(&id) else {
             // Regenerating replaces the row of the answer before.
@@ -182,7 +182,7 @@ pub async fn everything(
         ),
         format!(
             "readers: {} checked against the rows, {} read to `done`",
-            resumed_readers,
+            checked_readers,
             n(&counts.answers_read)
         ),
         format!(

@@ -121,12 +121,7 @@ pub fn publish(documented: OpenApiRouter<AppState>, services: &Services) -> Rout
             text_rules::provider_and_model(&mut doc, &catalogue);
             text_rules::json_without_nul(&mut doc);
             text_rules::secret_keys_have_no_origins(&mut doc);
-            // The transcription form refuses fields it does not know, as JSON bodies do.
-            if let Some(form) = doc.pointer_mut("/components/schemas/TranscriptionForm")
-                && let Some(form) = form.as_object_mut()
-            {
-                form.insert("additionalProperties".into(), false.into());
-            }
+            text_rules::forms_refuse_unknown_fields(&mut doc);
             doc
         })
         .and_then(|doc| serde_json::to_vec(&doc));
@@ -337,6 +332,17 @@ mod text_rules {
             .and_then(Value::as_object_mut)
         {
             schemas.insert("NulFreeJson".into(), free);
+        }
+    }
+
+    /// The transcription form refuses fields it does not know, as JSON bodies do (a form has
+    /// no serde derive to say it).
+    pub fn forms_refuse_unknown_fields(doc: &mut Value) {
+        if let Some(form) = doc
+            .pointer_mut("/components/schemas/TranscriptionForm")
+            .and_then(Value::as_object_mut)
+        {
+            form.insert("additionalProperties".into(), false.into());
         }
     }
 

@@ -11,7 +11,7 @@ pub mod rate_limit;
 mod request_id;
 mod session;
 pub mod sse;
-mod whole;
+pub(crate) mod whole;
 pub mod workspace;
 
 use std::sync::Arc;

@@ -13,6 +13,13 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 /// The largest magnitude an `f64` holds every integer up to (2^53).
 const EXACT_F64: f64 = 9_007_199_254_740_992.0;
 
+/// `v` as an integer when it is a whole number an `f64` holds exactly (`3.0`, not `3.5`, not
+/// `1e300`).
+pub fn exact(v: f64) -> Option<i64> {
+    // Exact: a whole number of at most 2^53 in magnitude.
+    (v.fract() == 0.0 && v.abs() <= EXACT_F64).then_some(v as i64)
+}
+
 struct Whole<T>(PhantomData<T>);
 
 impl<'de, T> Visitor<'de> for Whole<T>
@@ -34,11 +41,10 @@ where
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-        if v.fract() != 0.0 || !v.is_finite() || v.abs() > EXACT_F64 {
-            return Err(E::invalid_value(Unexpected::Float(v), &self));
+        match exact(v) {
+            Some(n) => self.visit_i64(n),
+            None => Err(E::invalid_value(Unexpected::Float(v), &self)),
         }
-        // Exact: a whole number of at most 2^53 in magnitude.
-        self.visit_i64(v as i64)
     }
 }
 

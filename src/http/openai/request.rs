@@ -44,8 +44,6 @@ fn number_in(body: &Map<String, Value>, field: &str, min: f64, max: f64) -> Resu
 /// An integer field, `3` or `3.0` (JSON Schema's `integer` admits both), rewritten as `3` for
 /// providers that take only that; `Err` when it is not a whole number.
 fn integer(body: &mut Map<String, Value>, field: &str) -> Result<Option<i128>, ()> {
-    /// The largest magnitude an `f64` holds every integer up to.
-    const EXACT_F64: f64 = 9_007_199_254_740_992.0;
     let Some(value) = body.get_mut(field).filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -57,8 +55,8 @@ fn integer(body: &mut Map<String, Value>, field: &str) -> Result<Option<i128>, (
     }
     let whole = value
         .as_f64()
-        .filter(|x| x.fract() == 0.0 && x.abs() <= EXACT_F64)
-        .ok_or(())? as i64;
+        .and_then(crate::http::whole::exact)
+        .ok_or(())?;
     *value = Value::from(whole);
     Ok(Some(whole.into()))
 }
